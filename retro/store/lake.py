@@ -1,0 +1,260 @@
+"""The lake: a DuckLake catalog (DuckDB file, or PostgreSQL) plus Parquet files under $RETRO_HOME/lake.
+
+Every write is one transaction, hence one snapshot; keys are checked inside it, so writing the same
+rows twice adds nothing. Connections are short-lived and guarded by a file lock (writers exclusive,
+readers shared), because a DuckDB catalog file admits one writing process at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from retro.config import Settings
+from retro.errors import LakeBusyError, LakeError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+
+# The key of every table: a write skips rows whose key is already stored.
+KEYS: dict[str, tuple[str, ...]] = {
+    "tasks": ("env", "split", "task_id"),
+    "runs": ("run_id",),
+    "run_ends": ("run_id",),
+    "trials": ("run_id", "task_id", "trial"),
+    "steps": ("run_id", "task_id", "trial", "step"),
+    "reflections": ("run_id", "task_id", "trial"),
+    "ratings": ("run_id", "task_id", "trial", "label_version"),
+    "dataset_versions": ("dataset", "version"),
+    "model_versions": ("model_id",),
+    "model_evaluations": ("model_id", "run_id"),
+    "promotions": ("model_id", "promoted_at"),
+}
+
+
+# -- extensions ----------------------------------------------------------------------------------------
+def _pip_extension_file(name: str) -> Path | None:
+    """The extension file shipped by the pip package duckdb-extension-<name>, for this duckdb version."""
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+    return path if path.exists() else None
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """LOAD an extension offline: already installed, else the pip-shipped file, else INSTALL (network)."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute(f"LOAD {name}")
+        return
+    shipped = _pip_extension_file(name)
+    if shipped is not None:
+        try:
+            con.execute(f"LOAD '{shipped}'")
+            return
+        except duckdb.Error as err:
+            log.debug("shipped %s extension did not load: %s", name, err)
+    try:
+        con.execute(f"INSTALL {name}")
+        con.execute(f"LOAD {name}")
+    except duckdb.Error:
+        raise LakeError(
+            f"duckdb extension '{name}' not found: pip install duckdb-extension-{name}=={duckdb.__version__} "
+            "(or allow network for INSTALL)"
+        ) from None
+
+
+# -- locking ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _file_lock(path: Path, exclusive: bool, timeout_s: float) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LakeBusyError(
+                        f"lake is busy: another process has held {path.parent} for over {timeout_s:.0f}s; "
+                        "wait for it to finish or raise RETRO_LAKE_LOCK_TIMEOUT_S"
+                    ) from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _df(rows: pl.DataFrame | Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    return rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
+
+
+class Lake:
+    """Handle on one lake. Cheap to create; every method opens and closes its own connection."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.dir = settings.lake_dir
+        self.catalog = settings.lake_catalog or str(self.dir / "catalog.ducklake")
+        self.data_path = settings.lake_data_path or str(self.dir / "data") + "/"
+        self.shared_catalog = self.catalog.startswith(("postgres:", "postgresql://"))
+        self._initialised = False
+
+    # -- connections -------------------------------------------------------------------------------------
+    def _attach_target(self) -> str:
+        if self.catalog.startswith("postgresql://"):
+            return "ducklake:postgres:" + self.catalog
+        return "ducklake:" + self.catalog
+
+    @contextlib.contextmanager
+    def connect(self, write: bool = False, snapshot: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with the lake attached as `lake` (read-only unless `write`)."""
+        if not self._initialised:
+            self.init()
+        with self._lock(write):
+            con = self._open(write=write, snapshot=snapshot)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def _lock(self, write: bool) -> contextlib.AbstractContextManager[None]:
+        if self.shared_catalog:  # PostgreSQL arbitrates; DuckLake retries conflicting commits
+            return contextlib.nullcontext()
+        return _file_lock(self.dir / ".lock", exclusive=write, timeout_s=self.settings.lake_lock_timeout_s)
+
+    def _open(self, write: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        try:
+            load_extension(con, "ducklake")
+            if self.shared_catalog:
+                load_extension(con, "postgres")
+            options = [f"DATA_PATH '{self.data_path}'", "DATA_INLINING_ROW_LIMIT 0"]
+            if not write:
+                options.append("READ_ONLY")
+            if snapshot is not None:
+                options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
+            con.execute(f"ATTACH '{self._attach_target()}' AS lake ({', '.join(options)})")
+        except LakeError:
+            con.close()
+            raise
+        except duckdb.Error as err:
+            con.close()
+            raise self._open_error(err, snapshot) from None
+        return con
+
+    def _open_error(self, err: duckdb.Error, snapshot: int | None) -> LakeError:
+        text = str(err).splitlines()[0]
+        if snapshot is not None and "snapshot" in text.lower():
+            return LakeError(f"lake snapshot {snapshot} does not exist: list them with `retro lake snapshots`")
+        return LakeError(
+            f"cannot open the lake catalog {self.catalog} ({text}): it is corrupt or not a DuckLake catalog; "
+            "restore it from a backup (README, Operations) or move it away to start a new lake"
+        )
+
+    def init(self) -> None:
+        """Create the lake and its tables if missing (idempotent; no snapshot when nothing changes)."""
+        if not self.shared_catalog:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        with self._lock(write=True):
+            con = self._open(write=True)
+            try:
+                con.execute("USE lake")
+                con.execute("BEGIN")
+                con.execute(SCHEMA_SQL.read_text())
+                from retro.store import views  # local import: views.py names SQL files, not this module
+
+                views.create_views(con)
+                con.execute("COMMIT")
+            except duckdb.Error as err:
+                raise LakeError(f"cannot create the lake tables in {self.catalog}: {err}") from None
+            finally:
+                con.close()
+        self._initialised = True
+
+    # -- writes ----------------------------------------------------------------------------------------------
+    def append(self, tables: Mapping[str, pl.DataFrame | Sequence[Mapping[str, Any]]]) -> dict[str, int]:
+        """Append rows to several tables in one transaction (one snapshot), skipping stored keys.
+
+        Returns the number of rows actually written per table, so a rerun can report "0 new".
+        """
+        frames = {name: _df(rows) for name, rows in tables.items()}
+        for name in frames:
+            if name not in KEYS:
+                raise LakeError(f"unknown lake table '{name}': the tables are {', '.join(KEYS)}")
+        frames = {name: df for name, df in frames.items() if df.height}
+        if not frames:
+            return {name: 0 for name in tables}
+        written = {name: 0 for name in tables}
+        with self.connect(write=True) as con:
+            try:
+                con.execute("BEGIN")
+                for name, df in frames.items():
+                    written[name] = self._insert_new(con, name, df)
+                con.execute("COMMIT")
+            except duckdb.Error as err:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise self._write_error(err) from None
+        return written
+
+    @staticmethod
+    def _insert_new(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
+        keys = KEYS[name]
+        df = df.unique(subset=list(keys), keep="first", maintain_order=True)
+        con.register("incoming", df.to_arrow())
+        match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM n.{k}" for k in keys)
+        columns = ", ".join(df.columns)
+        count = con.execute(
+            f"INSERT INTO lake.{name} ({columns}) SELECT {columns} FROM incoming n "
+            f"WHERE NOT EXISTS (SELECT 1 FROM lake.{name} t WHERE {match})"
+        ).fetchone()[0]
+        con.unregister("incoming")
+        return int(count)
+
+    def _write_error(self, err: duckdb.Error) -> LakeError:
+        text = str(err).splitlines()[0]
+        if "No space left" in text or "disk full" in text.lower():
+            return LakeError(f"disk full while writing the lake at {self.dir}: free space and rerun (nothing was committed)")
+        return LakeError(f"lake write failed and was rolled back ({text}); rerun the command to resume")
+
+    # -- reads -------------------------------------------------------------------------------------------------
+    def read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None,
+             snapshot: int | None = None) -> pl.DataFrame:
+        """Run trusted SQL (code and shipped .sql files) and return a polars frame."""
+        with self.connect(write=False, snapshot=snapshot) as con:
+            try:
+                return con.execute(sql, params).pl()
+            except duckdb.Error as err:
+                raise self._read_error(err) from None
+
+    def _read_error(self, err: duckdb.Error) -> LakeError:
+        text = str(err).splitlines()[0]
+        if "parquet" in text.lower() or "magic" in text.lower():
+            return LakeError(
+                f"a lake data file is unreadable ({text}): restore {self.data_path} from a backup "
+                "or roll back to an earlier snapshot (README, Operations)"
+            )
+        return LakeError(f"query failed: {text}")
+
+    def current_snapshot(self) -> int:
+        return int(self.read("SELECT max(snapshot_id) FROM lake.snapshots()").item())
+
+    def snapshots(self) -> pl.DataFrame:
+        return self.read(
+            "SELECT snapshot_id, snapshot_time, schema_version, to_json(changes) AS changes "
+            "FROM lake.snapshots() ORDER BY snapshot_id"
+        )

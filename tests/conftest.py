@@ -1,0 +1,54 @@
+"""Shared fixtures: a real DuckLake under tmp_path (nothing mocks DuckDB), and version headers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_report_header(config):
+    import importlib.metadata as md
+
+    names = ["duckdb", "polars", "torch", "transformers", "peft", "trl", "prefect"]
+    versions = []
+    for name in names:
+        try:
+            versions.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    return "retroformer: " + ", ".join(versions)
+
+
+@pytest.fixture
+def retro_home(tmp_path, monkeypatch):
+    """An empty RETRO_HOME for one test; RETRO_* variables from the caller's shell are cleared."""
+    for key in list(os.environ):
+        if key.startswith("RETRO_"):
+            monkeypatch.delenv(key)
+    home = tmp_path / "home"
+    monkeypatch.setenv("RETRO_HOME", str(home))
+    monkeypatch.chdir(tmp_path)  # no stray retro.toml from the repo
+    return home
+
+
+@pytest.fixture
+def settings(retro_home):
+    from retro.config import load_settings
+
+    return load_settings(home=retro_home, preset="tiny")
+
+
+@pytest.fixture
+def lake(settings):
+    """A real, empty DuckLake (DuckDB catalog file + Parquet data path) under tmp_path."""
+    from retro.store import Lake
+
+    lake = Lake(settings)
+    lake.init()
+    return lake
