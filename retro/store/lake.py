@@ -52,21 +52,32 @@ def _pip_extension_file(name: str) -> Path | None:
     return path if path.exists() else None
 
 
+_HOW_LOADED: dict[str, str] = {}  # extension -> the LOAD target that worked in this process
+
+
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """LOAD an extension offline: already installed, else the pip-shipped file, else INSTALL (network)."""
-    with contextlib.suppress(duckdb.Error):
-        con.execute(f"LOAD {name}")
+    """LOAD an extension offline: already installed, else the pip-shipped file, else INSTALL (network).
+
+    What worked is remembered per process: a failing `LOAD name` costs about half a second.
+    """
+    if name in _HOW_LOADED:
+        con.execute(f"LOAD {_HOW_LOADED[name]}")
         return
+    candidates = [name]
     shipped = _pip_extension_file(name)
     if shipped is not None:
+        candidates.insert(0, f"'{shipped}'")  # the pinned, matching build first: fast and offline
+    for target in candidates:
         try:
-            con.execute(f"LOAD '{shipped}'")
+            con.execute(f"LOAD {target}")
+            _HOW_LOADED[name] = target
             return
         except duckdb.Error as err:
-            log.debug("shipped %s extension did not load: %s", name, err)
+            log.debug("LOAD %s failed: %s", target, err)
     try:
         con.execute(f"INSTALL {name}")
         con.execute(f"LOAD {name}")
+        _HOW_LOADED[name] = name
     except duckdb.Error:
         raise LakeError(
             f"duckdb extension '{name}' not found: pip install duckdb-extension-{name}=={duckdb.__version__} "

@@ -1,0 +1,91 @@
+"""One rollout from settings: pick the tasks, load the models for the mode, run, return the result."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from retro.agent.runner import ProgressFn, RolloutSpec, Runner, RunResult
+from retro.config import Settings
+from retro.envs import get_env
+from retro.errors import ConfigError, ModelNotFoundError
+from retro.llm.base import LLM
+from retro.provenance import code_version
+from retro.store.lake import Lake
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Models:
+    actor: LLM
+    retro: LLM | None
+    retro_version: str | None  # "base", an adapter's model_id, or None in react mode
+
+
+def resolve_adapter(lake: Lake, adapter: str | None) -> tuple[str, str]:
+    """(model_id, adapter_path) of the named adapter, else of the promoted one."""
+    from retro.train import registry
+
+    if adapter is not None:
+        version = registry.get_model_version(lake, adapter)
+    else:
+        version = registry.promoted_model(lake)
+        if version is None:
+            raise ModelNotFoundError(
+                "retroformer mode needs a trained adapter and none is promoted: run `retro train all` then "
+                "`retro eval --candidate MODEL_ID`, or pass --adapter MODEL_ID, or use --mode reflexion"
+            )
+    if not version.adapter_path:
+        raise ModelNotFoundError(f"model version {version.model_id} has no adapter path: pick another with --adapter")
+    return version.model_id, version.adapter_path
+
+
+def load_models(settings: Settings, lake: Lake, mode: str, adapter: str | None = None) -> Models:
+    """The actor and, for reflexion/retroformer, the retrospective model (sharing one base when equal)."""
+    from retro.llm import make_llm
+
+    actor = make_llm(settings.actor, settings)
+    if mode == "react":
+        return Models(actor, None, None)
+    if mode == "reflexion":
+        return Models(actor, make_llm(settings.retrospective, settings), "base")
+    if mode == "retroformer":
+        model_id, path = resolve_adapter(lake, adapter)
+        return Models(actor, make_llm(settings.retrospective, settings, adapter_path=path), model_id)
+    raise ConfigError(f"unknown mode '{mode}': choose react, reflexion or retroformer")
+
+
+def make_spec(settings: Settings, models: Models, mode: str, env: str, split: str, task_ids: list[str],
+              trials: int, tag: str = "") -> RolloutSpec:
+    r = settings.rollout
+    return RolloutSpec(
+        env=env, split=split, mode=mode, task_ids=tuple(task_ids), trials=trials, max_steps=r.max_steps,
+        memory_size=r.memory_size, seed=r.seed, actor_model=models.actor.name,
+        retro_model=models.retro.name if models.retro else None, retro_model_version=models.retro_version,
+        actor_max_new_tokens=settings.actor.max_new_tokens,
+        retro_max_new_tokens=settings.retrospective.max_new_tokens,
+        retro_temperature=settings.retrospective.temperature, tag=tag,
+    )
+
+
+def rollout(settings: Settings, lake: Lake, *, env: str | None = None, split: str | None = None,
+            mode: str | None = None, tasks: int | None = None, trials: int | None = None,
+            adapter: str | None = None, tag: str = "", flow_run_id: str | None = None,
+            models: Models | None = None, progress: ProgressFn | None = None) -> RunResult:
+    """Run N tasks x K trials in one mode and commit everything to the lake (resumable, idempotent).
+
+    Arguments left as None come from `settings.rollout`. `models` lets tests pass scripted LLMs.
+    """
+    r = settings.rollout
+    env, split, mode = env or r.env, split or r.split, mode or r.mode
+    tasks, trials = tasks or r.tasks, trials or r.trials
+    environment = get_env(env, settings)
+    task_ids = [t.task_id for t in environment.load_tasks(split)[:tasks]]
+    models = models or load_models(settings, lake, mode, adapter or r.adapter)
+    spec = make_spec(settings, models, mode, env, split, task_ids, trials, tag)
+    runner = Runner(lake, environment, models.actor, models.retro, spec, flow_run_id=flow_run_id,
+                    config_json=settings.config_json(), config_hash=settings.config_hash(),
+                    code_version=code_version(), progress=progress)
+    log.info("rollout %s: %s on %s/%s, %d tasks x %d trials", spec.run_id, mode, env, split, len(task_ids), trials)
+    return runner.run()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics over trials, comparison of modes and model versions, the report."""

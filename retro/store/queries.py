@@ -1,0 +1,81 @@
+"""Named reads and writes of lake facts for the agent, labelling and evaluation (all SQL stays here)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from retro.store.lake import Lake
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- runs -----------------------------------------------------------------------------------------------
+def record_run(lake: Lake, run: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The run's start facts and the tasks it uses (both idempotent by key)."""
+    return lake.append({"runs": [{**run, "started_at": now()}], "tasks": [{**t, "created_at": now()} for t in tasks]})
+
+
+def record_run_end(lake: Lake, run_id: str, status: str, summary: Mapping[str, Any]) -> int:
+    row = {"run_id": run_id, "status": status, "finished_at": now(), "summary": json.dumps(summary, sort_keys=True)}
+    return lake.append({"run_ends": [row]})["run_ends"]
+
+
+def append_trials(lake: Lake, trials: list[dict], steps: list[dict], reflections: list[dict]) -> dict[str, int]:
+    """Finished trials with their steps and reflections, in one transaction: all or nothing."""
+    return lake.append({"trials": trials, "steps": steps, "reflections": reflections})
+
+
+def committed_trials(lake: Lake, run_id: str) -> pl.DataFrame:
+    """What a run has committed so far (for resuming it)."""
+    return lake.read(
+        "SELECT task_id, trial, episode_return, success FROM lake.trials WHERE run_id = ? ORDER BY task_id, trial",
+        [run_id],
+    )
+
+
+def committed_reflections(lake: Lake, run_id: str) -> pl.DataFrame:
+    return lake.read(
+        "SELECT task_id, trial, text FROM lake.reflections WHERE run_id = ? ORDER BY task_id, trial", [run_id]
+    )
+
+
+def run_trials_frame(lake: Lake, run_ids: Sequence[str]) -> pl.DataFrame:
+    """Every trial of these runs with its run's mode and model version (for success-per-trial tables)."""
+    return lake.read(
+        "SELECT r.run_id, r.mode, r.env, r.split, r.retro_model_version, r.n_tasks, r.n_trials, "
+        "t.task_id, t.trial, t.episode_return, t.success "
+        "FROM lake.trials t JOIN lake.runs r USING (run_id) WHERE list_contains(?, r.run_id) "
+        "ORDER BY r.run_id, t.task_id, t.trial",
+        [list(run_ids)],
+    )
+
+
+# -- ratings ----------------------------------------------------------------------------------------------
+def rating_candidates(lake: Lake, label_version: str) -> pl.DataFrame:
+    """Reflections whose next trial exists and that have no rating under `label_version` yet."""
+    return lake.read(
+        """
+        SELECT f.run_id, f.task_id, f.trial,
+               before.episode_return AS return_before, after.episode_return AS return_after
+        FROM lake.reflections f
+        JOIN lake.trials before ON before.run_id = f.run_id AND before.task_id = f.task_id AND before.trial = f.trial
+        JOIN lake.trials after ON after.run_id = f.run_id AND after.task_id = f.task_id AND after.trial = f.trial + 1
+        WHERE NOT EXISTS (
+            SELECT 1 FROM lake.ratings r
+            WHERE r.run_id = f.run_id AND r.task_id = f.task_id AND r.trial = f.trial AND r.label_version = ?
+        )
+        ORDER BY f.run_id, f.task_id, f.trial
+        """,
+        [label_version],
+    )
+
+
+def record_ratings(lake: Lake, ratings: pl.DataFrame) -> int:
+    return lake.append({"ratings": ratings.with_columns(pl.lit(now()).alias("labelled_at"))})["ratings"]

@@ -1,0 +1,170 @@
+"""The agent loop on a toy environment with scripted models: batching, memory, ratings, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import toyenv
+
+from retro.agent import prompts
+from retro.agent.actor import Step, Trajectory, fit_prompt, long_term_memory
+from retro.agent.parse import clean_line, parse_action
+from retro.agent.rating import rate_reflections
+from retro.agent.rollout import rollout
+from retro.envs import ENVS
+from retro.llm.scripted import ScriptedLLM
+
+
+@pytest.fixture(autouse=True)
+def toy_registered(monkeypatch):
+    monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
+
+
+def run(settings, lake, mode="reflexion", tasks=4, trials=3, models=None, **kw):
+    return rollout(settings, lake, env="toy", split="eval", mode=mode, tasks=tasks, trials=trials,
+                   models=models or toyenv.models(), **kw)
+
+
+def test_reflections_that_carry_the_fix_raise_success(settings, lake):
+    result = run(settings, lake)
+    assert result.success_by_trial == [0.0, 1.0, 1.0]
+    trials = lake.read("SELECT task_id, trial, success, memory FROM lake.trials ORDER BY task_id, trial")
+    assert trials.height == 8  # 4 tasks x (1 failure + 1 success); solved tasks stop
+    second = trials.filter(trials["trial"] == 1)
+    assert all(len(json.loads(m)) == 1 for m in second["memory"])
+    refl = lake.read("SELECT prompt, text FROM lake.reflections")
+    assert refl.height == 4
+    assert all(t.startswith("I guessed") and "extra" not in t for t in refl["text"])  # one paragraph kept
+    assert all("Previous attempt:" in p for p in refl["prompt"])
+
+
+def test_react_mode_never_reflects(settings, lake):
+    models = toyenv.models()
+    models.retro, models.retro_version = None, None
+    result = run(settings, lake, mode="react", models=models)
+    assert result.success_by_trial == [0.0, 0.0, 0.0]
+    assert lake.read("SELECT count(*) FROM lake.reflections").item() == 0
+    assert lake.read("SELECT count(*) FROM lake.trials").item() == 12
+
+
+def test_one_batched_call_per_step_across_episodes(settings, lake):
+    models = toyenv.models()
+    run(settings, lake, tasks=4, trials=2, models=models)
+    # trial 0 for 4 tasks: 1 think + 1 act; 1 reflect call; trial 1: 1 think + 1 act
+    assert models.actor.calls == 4
+    assert models.retro.calls == 1
+
+
+def test_ratings_are_exact_return_differences(settings, lake):
+    run(settings, lake, trials=3)
+    assert rate_reflections(lake, "v1") == 4
+    ratings = lake.read("SELECT rating, return_before, return_after FROM lake.ratings")
+    assert ratings["rating"].to_list() == [1.0] * 4
+    assert rate_reflections(lake, "v1") == 0  # idempotent
+    assert rate_reflections(lake, "v2") == 4  # a new label version rates again
+
+
+def test_rerun_of_a_finished_run_writes_nothing(settings, lake):
+    first = run(settings, lake)
+    again = run(settings, lake)
+    assert first.run_id == again.run_id
+    assert again.written == {"trials": 0, "steps": 0, "reflections": 0}
+    assert lake.read("SELECT count(*) FROM lake.trials").item() == 8
+
+
+def test_crash_after_some_trials_resumes_without_duplicates(settings, lake):
+    calls = {"n": 0}
+
+    def dying_retro(prompt: str) -> str:
+        calls["n"] += 1
+        if calls["n"] > 2:  # the retrospective model's process dies during the second batch
+            raise KeyboardInterrupt
+        return toyenv.retro_policy(prompt)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(settings, lake, tasks=4, trials=3, models=toyenv.models(dying_retro))
+    # nothing committed for the trials whose reflection batch died: they rerun
+    committed = lake.read("SELECT count(*) FROM lake.trials").item()
+    assert committed == 0
+    result = run(settings, lake, tasks=4, trials=3)
+    assert result.success_by_trial == [0.0, 1.0, 1.0]
+    keys = lake.read("SELECT run_id, task_id, trial, count(*) n FROM lake.trials GROUP BY ALL")
+    assert keys["n"].max() == 1 and keys.height == 8
+
+
+def test_resume_continues_from_committed_trials(settings, lake):
+    # a first run with 1 trial commits trial 0 for every task; K=1 means no reflection
+    models = toyenv.models()
+    spec_run = run(settings, lake, tasks=3, trials=1, models=models)
+    assert spec_run.success_by_trial == [0.0]
+    steps_before = lake.read("SELECT count(*) FROM lake.steps").item()
+    assert steps_before > 0
+
+
+def test_junk_actions_are_invalid_steps_not_crashes(settings, lake):
+    junk = ScriptedLLM(lambda p: "@@@ I don't know\n", name="junk")
+    models = toyenv.models()
+    models.actor = junk
+    result = run(settings, lake, tasks=2, trials=1, models=models)
+    assert result.success_by_trial == [0.0]
+    steps = lake.read("SELECT valid, observation FROM lake.steps")
+    assert steps.height == 2 * settings.rollout.max_steps
+    assert not steps["valid"].any()
+    stops = lake.read("SELECT DISTINCT stop_reason, n_invalid FROM lake.trials")
+    assert stops.to_dicts() == [{"stop_reason": "max_steps", "n_invalid": settings.rollout.max_steps}]
+
+
+def test_llm_error_marks_the_episode_failed_and_the_run_goes_on(settings, lake):
+    from retro.llm.base import Generation
+
+    class Flaky(ScriptedLLM):
+        def generate(self, prompts, params):
+            gen = super().generate(prompts, params)
+            gen.errors = ["HTTP 500 after 3 retries" if "code 0." in p[0]["content"] else None for p in prompts]
+            return gen
+
+    models = toyenv.models()
+    models.actor = Flaky(toyenv.actor_policy)
+    result = run(settings, lake, tasks=2, trials=2, models=models)
+    rows = lake.read("SELECT task_id, trial, stop_reason, error FROM lake.trials ORDER BY task_id, trial").to_dicts()
+    assert rows[0]["stop_reason"] == "llm_error" and "500" in rows[0]["error"]
+    assert result.success_by_trial[-1] == 0.5
+    assert isinstance(Generation, type)
+
+
+def test_context_is_cut_by_dropping_oldest_steps():
+    llm = ScriptedLLM(lambda p: "", context_window=60)
+    traj = Trajectory("q", [Step(f"thought {i} " * 5, "Look[]", "nothing " * 5) for i in range(6)])
+    prompt, dropped = fit_prompt(llm, "instruction", traj, "Thought 7:", max_new_tokens=10)
+    assert dropped > 0
+    assert llm.count_tokens(prompt) <= 50
+    assert "omitted to fit the context" in prompt[1]["content"]
+
+
+def test_memory_keeps_newest_last():
+    assert long_term_memory(["a", "b", "c", "d"], 3) == ["b", "c", "d"]
+    assert long_term_memory(["a"], 0) == []
+
+
+@pytest.mark.parametrize("text,action", [
+    (" Search[Milhouse]", "Search[Milhouse]"),
+    ("Action 2: Lookup[ name ] and more", "Lookup[name]"),
+    ("I will Finish[yes]\nObservation", "Finish[yes]"),
+    ("click[Buy Now]", "click[Buy Now]"),
+    ("nothing here", None),
+    ("", None),
+    ("Search[unclosed", None),
+])
+def test_parse_action(text, action):
+    assert parse_action(text) == action
+
+
+def test_clean_line_drops_repeated_labels():
+    assert clean_line("Thought 3: I need to search.\nAction 3: x") == "I need to search."
+
+
+def test_prompt_templates_are_pinned():
+    assert prompts.format_memory([]) == ""
+    assert prompts.format_memory(["x"]).endswith("Reflection 1: x\n")
+    assert prompts.format_step(2, "t", "Search[a]", "o") == "Thought 2: t\nAction 2: Search[a]\nObservation 2: o"
