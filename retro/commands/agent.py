@@ -1,0 +1,72 @@
+"""`retro rollout` and `retro label`: run trials into the lake, then rate the reflections."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from retro.commands.common import console, settings
+from retro.store import Lake
+
+
+def rollout(
+    env: Annotated[Optional[str], typer.Option(help="Environment: hotpotqa, alfworld, webshop.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Task split, e.g. eval or train.")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="react, reflexion or retroformer.")] = None,
+    tasks: Annotated[Optional[int], typer.Option(help="First N tasks of the split.")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials per task (K).")] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="retroformer mode: model_id (default: promoted).")] = None,
+    tag: Annotated[str, typer.Option(help="Makes a new run of an otherwise identical spec.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run N tasks x K trials; every trial, step and reflection lands in the lake (rerun = resume).
+
+    Example: retro rollout --env hotpotqa --split eval --mode reflexion --tasks 20 --trials 4
+    """
+    from retro.agent.rollout import rollout as run_rollout
+
+    s = settings()
+    lake = Lake(s)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("success {task.fields[successes]}/{task.fields[n_tasks]}"),
+               TextColumn("{task.fields[tps]:.1f} tok/s"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=as_json, disable=as_json) as bar:
+        job = bar.add_task("episodes", total=None, successes=0, n_tasks=0, tps=0.0)
+
+        def progress(event: dict) -> None:
+            bar.update(job, completed=event["episodes_done"], total=event["max_episodes"],
+                       successes=event["successes"], n_tasks=event["n_tasks"], tps=event["tokens_per_second"])
+
+        result = run_rollout(s, lake, env=env, split=split, mode=mode, tasks=tasks, trials=trials,
+                             adapter=adapter, tag=tag, progress=progress)
+    summary = {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written,
+               "seconds": round(result.seconds, 1), "tokens_per_second": round(result.tokens_per_second, 1)}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console.print(f"run [bold]{result.run_id}[/bold]: {result.written['trials']} new trials in "
+                  f"{result.seconds:.0f}s ({result.tokens_per_second:.1f} tok/s)")
+    for i, rate in enumerate(result.success_by_trial):
+        console.print(f"  success after trial {i}: {rate:.0%}")
+
+
+def label(
+    version: Annotated[Optional[str], typer.Option(help="Label version (default: settings label.version).")] = None,
+) -> None:
+    """Rate every reflection whose next trial exists: rating = G(i+1) - G(i).
+
+    Example: retro label
+    """
+    from retro.agent.rating import rate_reflections
+
+    s = settings()
+    written = rate_reflections(Lake(s), version or s.label.version)
+    console.print(f"rated {written} reflections (label version {version or s.label.version})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(rollout)
+    app.command()(label)
