@@ -41,6 +41,13 @@ def resolve_adapter(lake: Lake, adapter: str | None) -> tuple[str, str]:
     return version.model_id, version.adapter_path
 
 
+def auto_mode(lake: Lake) -> str:
+    """retroformer once an adapter is promoted, reflexion (the frozen base) before."""
+    from retro.train import registry
+
+    return "retroformer" if registry.promoted_model(lake) is not None else "reflexion"
+
+
 def load_models(settings: Settings, lake: Lake, mode: str, adapter: str | None = None) -> Models:
     """The actor and, for reflexion/retroformer, the retrospective model (sharing one base when equal)."""
     from retro.llm import make_llm
@@ -80,6 +87,8 @@ def rollout(settings: Settings, lake: Lake, *, env: str | None = None, split: st
     r = settings.rollout
     env, split, mode = env or r.env, split or r.split, mode or r.mode
     tasks, trials = tasks or r.tasks, trials or r.trials
+    if mode == "auto":
+        mode = auto_mode(lake)
     environment = get_env(env, settings)
     task_ids = [t.task_id for t in environment.load_tasks(split)[:tasks]]
     models = models or load_models(settings, lake, mode, adapter or r.adapter)
