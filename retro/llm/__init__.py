@@ -1,7 +1,53 @@
-"""Model backends behind one batched interface (retro.llm.base.LLM)."""
+"""Model backends behind one batched interface (retro.llm.base.LLM), chosen by `make_llm`.
 
+Backends: `hf` (a local HF folder or the embedded SmolLM2, optional LoRA adapter), `openai` (any
+OpenAI-compatible server), and `ScriptedLLM`, which tests construct directly.
+"""
+
+from __future__ import annotations
+
+from retro.config import ModelSettings, Settings
+from retro.errors import ConfigError
 from retro.llm.base import LLM, Generation, GenParams, Prompt
 from retro.llm.embedded import ensure_embedded, resolve_model_path
 from retro.llm.scripted import ScriptedLLM
 
-__all__ = ["LLM", "GenParams", "Generation", "Prompt", "ScriptedLLM", "ensure_embedded", "resolve_model_path"]
+__all__ = [
+    "LLM",
+    "GenParams",
+    "Generation",
+    "Prompt",
+    "ScriptedLLM",
+    "ensure_embedded",
+    "make_llm",
+    "resolve_model_path",
+]
+
+
+def make_llm(
+    model_settings: ModelSettings,
+    settings: Settings,
+    adapter_path: str | None = None,
+    name: str | None = None,
+) -> LLM:
+    """The backend `model_settings` names; `adapter_path` (a LoRA folder) only applies to `hf`."""
+    role = "RETRO_RETROSPECTIVE" if model_settings is settings.retrospective else "RETRO_ACTOR"
+    if model_settings.backend == "hf":
+        from retro.llm.hf import HFBackend  # torch and transformers load only when a local model is wanted
+
+        path = resolve_model_path(settings, model_settings.model)
+        return HFBackend(path, model_settings, adapter_path=adapter_path, name=name)
+    if model_settings.backend == "openai":
+        if adapter_path is not None:
+            raise ConfigError(
+                f"adapter {adapter_path} needs a local model, but {role}__BACKEND=openai: "
+                f"serve the adapter on the server (e.g. vLLM --lora-modules) or set {role}__BACKEND=hf"
+            )
+        from retro.llm.openai_compat import OpenAIBackend
+
+        return OpenAIBackend(model_settings, name=name, setting_prefix=role)
+    raise ConfigError(
+        f"{role}__BACKEND=scripted cannot be built from settings (scripted policies are test code): "
+        "set it to hf or openai"
+    )
+

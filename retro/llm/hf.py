@@ -1,0 +1,269 @@
+"""A local Hugging Face causal LM behind the batched LLM interface, with optional LoRA adapters.
+
+Bases are loaded once per (folder, dtype, device) and shared: the actor and the retrospective model
+are usually the same SmolLM2, and the retrospective one only adds a LoRA adapter. peft injects the
+adapter into the shared base, so a backend without an adapter generates inside `disable_adapter()`
+and one with an adapter switches to its own by name; a per-base lock keeps the two from interleaving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from retro.config import ModelSettings
+from retro.errors import ModelNotFoundError
+from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop
+
+log = logging.getLogger(__name__)
+
+
+# -- small helpers ------------------------------------------------------------------------------------
+def resolve_device(device: str) -> str:
+    """"auto" -> cuda when a GPU is visible, else cpu; anything else is passed to torch as given."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 matmuls run through oneDNN on CPUs with AVX512 (or AMX); elsewhere they are slow or emulated."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """"auto" -> bf16 on CUDA and on CPUs that support it, else fp32."""
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    if dtype == "float32":
+        return torch.float32
+    if device.startswith("cuda") or (device == "cpu" and cpu_supports_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def render(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
+    """Prompt -> (text, whether the tokenizer should add its special tokens).
+
+    Raw strings go in as-is; chats go through the model's chat template, which already holds the
+    special tokens. A trailing assistant message is continued rather than closed.
+    """
+    if isinstance(prompt, str):
+        return prompt, True
+    prefilled = bool(prompt) and prompt[-1]["role"] == "assistant"
+    text = tokenizer.apply_chat_template(
+        prompt, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled
+    )
+    return text, False
+
+
+def _adapter_name(adapter_path: Path) -> str:
+    return "adapter_" + hashlib.sha1(str(adapter_path.resolve()).encode()).hexdigest()[:12]
+
+
+# -- the shared bases ---------------------------------------------------------------------------------
+@dataclass
+class SharedBase:
+    """One loaded base model with its tokenizer and the adapters injected into it so far."""
+
+    model: Any  # a PreTrainedModel, or a peft PeftModel wrapping it once an adapter is loaded
+    tokenizer: Any
+    path: Path
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> peft adapter name
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def base_model(self) -> Any:
+        """The underlying transformers model, whether or not peft wraps it."""
+        return self.model.get_base_model() if self.adapters else self.model
+
+
+_BASES: dict[tuple[str, str, str], SharedBase] = {}
+_BASES_LOCK = threading.Lock()
+
+
+def load_base(path: Path, dtype: torch.dtype, device: str) -> SharedBase:
+    """The base at `path`, loaded once per process for each (folder, dtype, device)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key = (str(path.resolve()), str(dtype), device)
+    with _BASES_LOCK:
+        if key not in _BASES:
+            start = time.perf_counter()
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+            _BASES[key] = SharedBase(model=model, tokenizer=tokenizer, path=path)
+            log.info("loaded %s (%s, %s) in %.1f s", path, dtype, device, time.perf_counter() - start)
+        return _BASES[key]
+
+
+def release_bases() -> None:
+    """Forget every cached base (tests; a long process switching models)."""
+    with _BASES_LOCK:
+        _BASES.clear()
+
+
+def _check_adapter(adapter_path: Path, base_path: Path) -> None:
+    """Refuse an adapter that is missing or was trained on another base, before peft half-loads it."""
+    config_file = adapter_path / "adapter_config.json"
+    if not config_file.is_file():
+        raise ModelNotFoundError(
+            f"adapter {adapter_path} not found (no adapter_config.json): check the model version's path"
+        )
+    trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path") or ""
+    same = (
+        not trained_on
+        or Path(trained_on).expanduser().resolve() == base_path.resolve()
+        or Path(trained_on).name.lower() == base_path.name.lower()  # same model, other RETRO_HOME or hub id
+    )
+    if not same:
+        raise ModelNotFoundError(
+            f"adapter {adapter_path} was trained on {trained_on}, not on {base_path}: "
+            "use that base model or an adapter trained on this one"
+        )
+
+
+def attach_adapter(shared: SharedBase, adapter_path: Path) -> str:
+    """Inject the LoRA adapter at `adapter_path` into the shared base (once); return its peft name."""
+    from peft import PeftModel
+
+    key = str(adapter_path.resolve())
+    with shared.lock:
+        if key in shared.adapters:
+            return shared.adapters[key]
+        _check_adapter(adapter_path, shared.path)
+        name = _adapter_name(adapter_path)
+        try:
+            if shared.adapters:
+                shared.model.load_adapter(str(adapter_path), adapter_name=name)
+            else:
+                shared.model = PeftModel.from_pretrained(shared.model, str(adapter_path), adapter_name=name)
+        except (ValueError, RuntimeError, KeyError) as err:  # shape mismatch, unknown target modules
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise ModelNotFoundError(
+                f"adapter {adapter_path} does not fit base {shared.path} ({first}): "
+                "use an adapter trained on this base model"
+            ) from None
+        shared.model.eval()
+        shared.adapters[key] = name
+        log.info("attached adapter %s to %s", adapter_path, shared.path)
+        return name
+
+
+# -- the backend --------------------------------------------------------------------------------------
+class HFBackend:
+    """Batched generation with a local HF model: left padding, stop strings, greedy or seeded sampling."""
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        settings: ModelSettings,
+        adapter_path: Path | str | None = None,
+        name: str | None = None,
+    ):
+        self.settings = settings
+        self.adapter_path = Path(adapter_path) if adapter_path is not None else None
+        if self.adapter_path is not None and not self.adapter_path.exists():
+            raise ModelNotFoundError(f"adapter {self.adapter_path} not found: check the model version's path")
+        self.device = resolve_device(settings.device)
+        self.dtype = resolve_dtype(settings.dtype, self.device)
+        self.shared = load_base(Path(model_path), self.dtype, self.device)
+        self.adapter = attach_adapter(self.shared, self.adapter_path) if self.adapter_path else None
+        suffix = f"+{self.adapter_path.name}" if self.adapter_path else ""
+        self.name = name or Path(model_path).name + suffix  # e.g. smollm2-135m-instruct+<adapter folder>
+        positions = getattr(self.base_model.config, "max_position_embeddings", None)
+        self.context_window = min(settings.context_window, positions or settings.context_window)
+
+    def __repr__(self) -> str:
+        return f"HFBackend(name={self.name!r}, device={self.device!r}, dtype={self.dtype})"
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.shared.tokenizer
+
+    @property
+    def base_model(self) -> Any:
+        return self.shared.base_model
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        text, special = render(self.tokenizer, prompt)
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(self.encode(prompt))
+
+    def generate(self, prompts: list[Prompt], params: GenParams) -> Generation:
+        start = time.perf_counter()
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)  # per call, so a rerun with the same seed samples the same text
+        ids = [self.encode(p) for p in prompts]
+        texts: list[str] = []
+        completion_tokens: list[int] = []
+        for i in range(0, len(ids), self.settings.batch_size):
+            chunk_texts, chunk_counts = self._generate_chunk(ids[i : i + self.settings.batch_size], params)
+            texts += chunk_texts
+            completion_tokens += chunk_counts
+        return Generation(
+            texts=texts,
+            prompt_tokens=[len(x) for x in ids],
+            completion_tokens=completion_tokens,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _adapter_context(self) -> Any:
+        """Select this backend's adapter on the shared base, or switch all adapters off."""
+        if not self.shared.adapters:
+            return nullcontext()
+        if self.adapter is None:
+            return self.shared.model.disable_adapter()
+        self.shared.model.set_adapter(self.adapter)
+        return nullcontext()
+
+    def _generate_chunk(self, ids: list[list[int]], params: GenParams) -> tuple[list[str], list[int]]:
+        tok = self.tokenizer
+        batch = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": sample}
+        if sample:
+            kwargs |= {"temperature": params.temperature, "top_p": params.top_p}
+        if params.stop:
+            kwargs |= {"stop_strings": list(params.stop), "tokenizer": tok}
+        with self.shared.lock, self._adapter_context(), torch.inference_mode():
+            out = self.shared.model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                pad_token_id=tok.pad_token_id,
+                **kwargs,
+            )
+        new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
+        ends = {tok.pad_token_id, *_eos_ids(self.base_model, tok)}
+        texts, counts = [], []
+        for row in new.tolist():
+            n = next((j for j, t in enumerate(row) if t in ends), len(row))
+            texts.append(cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), params.stop))
+            counts.append(n)
+        return texts, counts
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The end-of-sequence ids generate() stops on (the generation config may list several)."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
