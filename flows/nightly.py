@@ -1,0 +1,45 @@
+"""The nightly retraining: rollout (train split, promoted adapter) -> label -> data sets -> train
+-> evaluate candidate vs incumbent (held-out split) -> promote if better.
+
+    python -m flows.nightly            (or: prefect deployment run 'nightly-retrain/nightly')
+
+A rerun on the same day (same tag) is idempotent: finished runs resume as no-ops, ratings and data
+set versions already stored are not written again.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.evaluate import evaluate_task
+from flows.label import label_task
+from flows.rollout import rollout_task
+from flows.train import build_datasets_task, train_task
+from retro.train.plan import candidate_of
+
+
+@flow(name="nightly-retrain")
+def nightly_flow(env: str | None = None, tasks: int | None = None, trials: int | None = None,
+                 tag: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One night of Retroformer: collect trials, rate reflections, train, evaluate, maybe promote."""
+    log = get_run_logger()
+    tag = tag or datetime.now(UTC).strftime("nightly-%Y-%m-%d")
+    # "auto": the promoted adapter (retroformer mode), or the base model (reflexion) before any promotion
+    collected = rollout_task(env, "train", "auto", tasks, trials, None, tag, overrides)
+    rated = label_task(None, overrides)
+    datasets = build_datasets_task(overrides)
+    trained = train_task(datasets, overrides)
+    candidate = candidate_of(trained)
+    if candidate is None:
+        log.info("no candidate adapter tonight (%s): nothing to evaluate", trained)
+        return {"rollout": collected, "ratings": rated, "datasets": datasets, "trained": trained, "evaluation": None}
+    evaluation = evaluate_task(candidate, env, tag, overrides)
+    return {"rollout": collected, "ratings": rated, "datasets": datasets, "trained": trained,
+            "evaluation": evaluation}
+
+
+if __name__ == "__main__":
+    nightly_flow()

@@ -1,0 +1,124 @@
+"""Commands that run Prefect flows: `retro demo`, `retro nightly`, `retro serve`, `retro train-flow`.
+
+Prefect is imported only here (lazily) and in flows/: the library (retro/) stays Prefect-free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from typing import Annotated, Optional
+
+import httpx
+import typer
+
+from retro.commands.common import console, print_frame, settings
+
+
+def demo(
+    tasks: Annotated[int, typer.Option(help="Tasks per rollout.")] = 4,
+    trials: Annotated[int, typer.Option(help="Trials per task.")] = 3,
+    env: Annotated[str, typer.Option(help="Environment.")] = "hotpotqa",
+) -> None:
+    """The main job at a small scale on the embedded model: the nightly flow, then all three modes side by side.
+
+    Example: retro demo
+    """
+    from flows.nightly import nightly_flow
+    from retro.eval.compare import compare_modes
+    from retro.store import Lake
+
+    started = time.perf_counter()
+    overrides = {"preset": "tiny"}
+    s = settings(**overrides)
+    console.rule("nightly-retrain (Prefect, embedded SmolLM2-135M)")
+    night = nightly_flow(env=env, tasks=tasks, trials=trials, tag="demo", overrides=overrides)
+    console.rule("react vs reflexion vs retroformer on the held-out split")
+    lake = Lake(s)
+    table = compare_modes(s, lake, env=env, tasks=tasks, trials=trials, tag="demo")
+    print_frame(table, title=f"success after each trial ({env}, {tasks} held-out tasks)")
+    console.print(f"data sets: {night.get('datasets')}")
+    console.print(f"models: {night.get('trained')}")
+    evaluation = night.get("evaluation")
+    if evaluation:
+        console.print(f"evaluation: candidate {evaluation['candidate']} {evaluation['candidate_curve']} vs "
+                      f"incumbent {evaluation['incumbent']} {evaluation['incumbent_curve']}; "
+                      f"promoted={evaluation['promoted']}")
+    with contextlib.suppress(ImportError):
+        from retro.eval.report import write_report
+
+        out = s.home / "report"
+        write_report(lake, out)
+        console.print(f"report: {out / 'index.html'}")
+    console.print(f"lake: {lake.catalog}  (try: retro sql \"SELECT * FROM lake.trials LIMIT 5\")")
+    console.print(f"demo wall time: {time.perf_counter() - started:.0f}s")
+
+
+def nightly(
+    env: Annotated[Optional[str], typer.Option(help="Environment.")] = None,
+    tasks: Annotated[Optional[int], typer.Option(help="Tasks for the training rollout.")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials per task.")] = None,
+    tag: Annotated[Optional[str], typer.Option(help="Default: nightly-YYYY-MM-DD (reruns that day are no-ops).")] = None,
+) -> None:
+    """Run the nightly-retrain flow once, now (Prefect ephemeral mode; no server needed).
+
+    Example: retro nightly --tasks 10
+    """
+    from flows.nightly import nightly_flow
+
+    settings()  # validate the configuration before Prefect starts
+    console.print(nightly_flow(env=env, tasks=tasks, trials=trials, tag=tag))
+
+
+def serve(
+    port: Annotated[int, typer.Option(help="Port of the local Prefect server (127.0.0.1).")] = 4200,
+) -> None:
+    """Start a Prefect server on 127.0.0.1 and serve the deployments (nightly on its cron). Ctrl-C stops both.
+
+    Example: retro serve   then, in another shell: prefect deployment run 'nightly-retrain/nightly'
+    """
+    s = settings()
+    import flows  # noqa: F401  (sets PREFECT_HOME etc. before Prefect reads its settings)
+
+    url = f"http://127.0.0.1:{port}/api"
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env={**os.environ})
+    try:
+        _wait_healthy(url, server)
+        os.environ["PREFECT_API_URL"] = url
+        console.print(f"Prefect server at http://127.0.0.1:{port} (UI); serving deployments; Ctrl-C to stop")
+        from flows.serve import serve_all
+
+        serve_all(s)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=20)
+        if server.poll() is None:
+            server.kill()
+        console.print("stopped server and runner")
+
+
+def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 180) -> None:
+    from retro.errors import BackendUnreachableError
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise BackendUnreachableError(f"Prefect server exited with code {server.returncode}: is port in use?")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(1)
+    raise BackendUnreachableError(f"Prefect server at {url} did not start in {timeout_s:.0f}s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
+    app.command()(nightly)
+    app.command()(serve)
