@@ -51,7 +51,8 @@ class Environment(Protocol):
     def load_tasks(self, split: str) -> list[Task]:
         """Every task of a split, sorted by task_id (raises UnknownEnvError for an unknown split)."""
 
-    def few_shot(self) -> str:
-        """Worked examples for the actor prompt, written by the program (not copied)."""
+    def few_shot(self, task: Task | None = None) -> str:
+        """Worked examples for the actor prompt, written by the program (not copied); `task` lets an
+        environment pick examples like the task (ALFWorld: the same task type)."""
 
     def start(self, task: Task) -> Episode: ...

@@ -1,0 +1,179 @@
+"""Few-shot examples the program writes itself, from gold paths it actually plays.
+
+The ReAct prompts of the original papers are hand-written; here every example is a train task's gold path
+(HotPotQA: its supporting titles; ALFWorld: its walkthrough) run through the real environment, so each
+observation is what the actor would see. Thoughts are short templates around the actions: enough to show
+the Thought / Action / Observation rhythm without pretending to reasoning nobody did.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+
+from retro.envs.base import StepResult, Task
+from retro.envs.text import normalize_answer
+
+OBSERVATION_CHARS = 300  # long paragraphs and room descriptions are cut: examples must fit a small context
+Step = tuple[str, str, str]  # (thought, action, observation)
+_STOPWORDS = frozenset((
+    "about", "after", "also", "which", "where", "their", "there", "these", "those", "other", "what", "when",
+    "with", "from", "that", "this", "have", "were", "been", "into", "than", "they", "them", "then", "while",
+))
+
+
+def shorten(text: str, limit: int = OBSERVATION_CHARS) -> str:
+    """Cut at a word boundary and mark the cut."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def render(opening: str, steps: Sequence[Step]) -> str:
+    """`opening` then numbered Thought / Action / Observation lines for (thought, action, observation)."""
+    lines = [opening]
+    for n, (thought, action, observation) in enumerate(steps, start=1):
+        lines += [f"Thought {n}: {thought}", f"Action {n}: {action}",
+                  f"Observation {n}: {shorten(observation)}"]
+    return "\n".join(lines)
+
+
+def play(step: Callable[[str], StepResult], plan: Sequence[tuple[str, str]]) -> tuple[list[Step], bool]:
+    """Run (thought, action) pairs through an episode's step: the steps seen, and whether the last won."""
+    steps, result = [], StepResult("", 0.0, False)
+    for thought, action in plan:
+        result = step(action)
+        steps.append((thought, action, result.observation))
+    return steps, bool(result.info.get("success"))
+
+
+# -- HotPotQA ------------------------------------------------------------------------------------------
+def _supporting(task: Task) -> list[tuple[str, list[int]]]:
+    """Supporting titles in their given order, each with its supporting sentence numbers."""
+    found: dict[str, list[int]] = {}
+    for title, sentence in task.metadata["supporting_facts"]:
+        found.setdefault(title, []).append(sentence)
+    return list(found.items())
+
+
+def _lookup_keyword(question: str, sentence: str) -> str | None:
+    """A content word of the question that the supporting sentence contains, for a Lookup step."""
+    for word in re.findall(r"[A-Za-z]{5,}", question):
+        if word.lower() not in _STOPWORDS and word.lower() in sentence.lower():
+            return word
+    return None
+
+
+def _bridge_plan(env, task: Task) -> list[tuple[str, str]] | None:
+    """Search the first title, follow it to the second, Lookup the answer sentence, Finish."""
+    facts = _supporting(task)
+    if len(facts) != 2:
+        return None
+    (first, _), (second, sentences) = facts
+    page_1, page_2 = env.wiki.page(first), env.wiki.page(second)
+    answer = normalize_answer(task.answer)
+    if page_1 is None or page_2 is None or second.lower() not in page_1.text.lower():
+        return None  # not a clean bridge: the first paragraph must name the second title
+    if not answer or answer not in normalize_answer(page_2.text) or answer in normalize_answer(page_1.text):
+        return None
+    keyword = _lookup_keyword(task.question, page_2.sentences[sentences[-1]]) if sentences[-1] > 0 else None
+    if keyword is None:
+        return None
+    return [
+        (f"I need to search {first}, see what it says, then follow it to what the question asks.",
+         f"Search[{first}]"),
+        (f"{first} points to {second}. I need to search {second}.", f"Search[{second}]"),
+        (f"I look up \"{keyword}\" in {second} to find the sentence that answers the question.",
+         f"Lookup[{keyword}]"),
+        (f"So the answer is {task.answer}.", f"Finish[{task.answer}]"),
+    ]
+
+
+def _comparison_plan(env, task: Task) -> list[tuple[str, str]] | None:
+    """Search both titles, then Finish with the comparison's answer."""
+    facts = _supporting(task)
+    if len(facts) != 2 or any(env.wiki.page(title) is None for title, _ in facts):
+        return None
+    (first, _), (second, _) = facts
+    return [
+        (f"I need to search {first} and {second}, then compare them.", f"Search[{first}]"),
+        (f"Now I need to search {second}.", f"Search[{second}]"),
+        (f"Comparing the two paragraphs, the answer is {task.answer}.", f"Finish[{task.answer}]"),
+    ]
+
+
+def hotpotqa_examples(env, tasks: Sequence[Task]) -> str:
+    """One bridge and one comparison example: the first train tasks (by id) whose gold path fits."""
+    examples = []
+    for kind, make_plan in (("bridge", _bridge_plan), ("comparison", _comparison_plan)):
+        for task in tasks:
+            plan = make_plan(env, task) if task.metadata["type"] == kind else None
+            if plan is None:
+                continue
+            episode = env.start(task)
+            opening = episode.reset()
+            steps, success = play(episode.step, plan)
+            episode.close()
+            if success:
+                examples.append(render(opening, steps))
+                break
+    return "\n\n".join(examples)
+
+
+# -- ALFWorld ------------------------------------------------------------------------------------------
+_VERB = re.compile(r"^(go to|open|close|take|move|clean|heat|cool|use|examine|slice)\s+(.*)$")
+
+
+def _parts(action: str) -> tuple[str, str, str]:
+    """("take", "apple 1", "countertop 2") from "take apple 1 from countertop 2"; receptacle may be ''."""
+    match = _VERB.match(action)
+    if match is None:
+        return "", action, ""
+    verb, rest = match.groups()
+    pieces = re.split(r"\s+(?:from|to|with|in|on)\s+", rest, maxsplit=1)
+    if verb in ("go to", "open", "close", "use", "examine") or len(pieces) == 1:
+        return verb, rest, ""
+    return verb, pieces[0], pieces[1]
+
+
+def _alfworld_thought(action: str, following: str | None) -> str:
+    """A one-line reason for `action`, looking at the action after it (where the agent is heading)."""
+    verb, obj, place = _parts(action)
+    if verb == "go to":
+        nxt, nxt_obj, _ = _parts(following or "")
+        if nxt in ("take", "open", ""):
+            return f"I go to {obj} to look for what I need."
+        if nxt == "use":
+            return f"The {nxt_obj.rsplit(' ', 1)[0]} is at {obj}; I go there."
+        purpose = {"clean": "clean", "heat": "heat", "cool": "cool", "move": "put"}.get(nxt, nxt)
+        return f"Now I take the {nxt_obj} to {obj} to {purpose} it there."
+    return {
+        "open": f"{obj} is closed; I open it to see inside.",
+        "take": f"I found {obj}. I take it.",
+        "clean": f"I clean {obj} with {place}.",
+        "heat": f"I heat {obj} with {place}.",
+        "cool": f"I cool {obj} with {place}.",
+        "move": f"I put {obj} in/on {place}.",
+        "use": f"I turn on {obj} to see by its light.",
+    }.get(verb, f"Next, {action}.")
+
+
+def coherent(walkthrough: Sequence[str]) -> bool:
+    """True when every step acts where the agent stands (some PDDL plans take things from afar)."""
+    here = None
+    for action in walkthrough:
+        verb, obj, place = _parts(action)
+        if verb == "go to":
+            here = obj
+        elif (verb in ("open", "close") and obj != here) or (place and place != here):
+            return False
+    return True
+
+
+def alfworld_plan(goal: str, walkthrough: Sequence[str]) -> list[tuple[str, str]]:
+    """(thought, action) for each walkthrough step; the first thought restates the goal."""
+    plan = []
+    for i, action in enumerate(walkthrough):
+        following = walkthrough[i + 1] if i + 1 < len(walkthrough) else None
+        thought = _alfworld_thought(action, following)
+        plan.append((f"My task is to {goal.rstrip('.')}. {thought}" if i == 0 else thought, action))
+    return plan
