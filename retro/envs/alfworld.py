@@ -10,12 +10,14 @@ report on; train (3,553) is for training rollouts and few-shot examples.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import re
 import shutil
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ TASK_TYPES = {
 FEW_SHOT_VERSION = "v1"  # bump when the example templates change: it keys the cached text
 FEW_SHOT_GAMES = 2  # examples per prompt, all of the current task's type (ReAct used two)
 FEW_SHOT_MAX_STEPS = 10  # prefer short walkthroughs: examples must fit a small model's context
+TRANSLATIONS_KEPT = 64  # PDDL->SAS translations cached per process (2 per game, about 2.3 MB each)
 
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
 OVER = "The episode is over: reset it to play again."
@@ -124,9 +127,36 @@ def normalize_command(action: str) -> str:
     return f"move {put.group(1)} to {put.group(2)}" if put else command
 
 
+def _cache_translations() -> None:
+    """Memoise Fast Downward's PDDL->SAS translation, most of a game's load time.
+
+    TextWorld translates the game's PDDL again on every reset (twice: plain and optimised), although the
+    result depends only on the domain and problem text and is only read afterwards; keeping recent
+    results makes a reset, or the next trial's load of the same game, cheap. The translation also
+    overwrites sys.argv (a hack inside fast_downward), which the wrapper puts back.
+    """
+    import fast_downward
+
+    if getattr(fast_downward.pddl2sas, "retro_cached", False):
+        return
+    translate = fast_downward.pddl2sas
+
+    @functools.lru_cache(maxsize=TRANSLATIONS_KEPT)
+    def cached(domain: str, problem: str, verbose: bool = False, optimize: bool = False) -> Any:
+        argv = sys.argv
+        try:
+            return translate(domain, problem, verbose=verbose, optimize=optimize)
+        finally:
+            sys.argv = argv
+
+    cached.retro_cached = True
+    fast_downward.pddl2sas = cached
+
+
 def load_game(gamefile: Path) -> Any:
     """A playable TextWorld env for one game, wrapped as the alfworld package does for its TW agents."""
     require_alfworld()
+    _cache_translations()
     # Without it, importing alfworld creates ~/.cache/alfworld: keep everything under RETRO_HOME.
     os.environ.setdefault("ALFWORLD_DATA", str(gamefile.parents[4]))
     import textworld

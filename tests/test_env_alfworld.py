@@ -1,0 +1,165 @@
+"""ALFWorld through the real alfworld package: walkthroughs win, listing tasks loads no game, commands are
+normalised, and few-shot examples are the program's own (templates checked here without games)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from retro.config import load_settings
+from retro.envs import alfworld as alf
+from retro.envs.base import StepResult
+from retro.envs.fewshot import alfworld_plan, coherent, play, render
+from retro.errors import UnknownEnvError
+
+pytest.importorskip("alfworld", reason="the alfworld extra is not installed: just setup")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return alf.ALFWorld(load_settings(home=tmp_path_factory.mktemp("alfworld-home"), preset="tiny"))
+
+
+def _play_walkthrough(environment, task, episode=None):
+    episode = episode or environment.start(task)
+    try:
+        first = episode.reset()
+        assert first.rstrip().endswith(f"Your task is to: {task.question}") and "Welcome" not in first
+        result = StepResult("", 0.0, False)
+        for action in task.metadata["walkthrough"]:
+            assert not result.done
+            result = episode.step(action)
+            assert not result.info["invalid"], action
+        return result
+    finally:
+        episode.close()
+
+
+def test_listing_tasks_loads_no_game(env, monkeypatch):
+    def no_games(*_):
+        raise AssertionError("listing tasks must not load a game")
+
+    monkeypatch.setattr(alf, "load_game", no_games)
+    started = time.perf_counter()
+    tasks = env.load_tasks("valid_unseen")
+    assert time.perf_counter() - started < 15  # unpack + read 134 JSON files; no 1-3 s game loads
+    assert len(tasks) == 134
+    assert [t.task_id for t in tasks] == sorted(t.task_id for t in tasks)
+    task = tasks[0]
+    assert task.task_id == "look_at_obj_in_light-AlarmClock-None-DeskLamp-308/trial_T20190908_222917_366542"
+    assert task.question == "examine the alarmclock with the desklamp."
+    assert task.answer == "go to desk 2 | take alarmclock 1 from desk 2 | go to desk 1 | use desklamp 1"
+    assert {t.metadata["task_type"] for t in tasks} == set(alf.TASK_TYPES.values())
+    assert env.gamefile(task).exists()
+    with pytest.raises(UnknownEnvError, match="valid_unseen, valid_train, train"):
+        env.load_tasks("test")
+
+
+def test_unpack_is_reused_and_redone_for_a_new_archive(env, tmp_path):
+    folder = env.split_dir("valid_unseen")
+    marker = folder / "marker"
+    marker.write_text("x")
+    assert env.split_dir("valid_unseen") == folder and marker.exists()  # same archive: not unpacked again
+    (folder / ".source").write_text("an older archive")
+    assert env.split_dir("valid_unseen") == folder and not marker.exists()  # stamp differs: fresh copy
+    assert len(list(folder.glob("*/*/game.tw-pddl"))) == 134
+    assert not [p for p in folder.parent.parent.iterdir() if p.name.startswith(".")]  # no temp folders
+
+
+def test_walkthroughs_win_on_a_sample_of_five_played_side_by_side(env):
+    """Five games open at once and stepped in turn, as the batched runner does; then one is replayed."""
+    argv = list(sys.argv)
+    sample = env.load_tasks("valid_unseen")[::27]
+    assert len(sample) == 5
+    episodes = [env.start(task) for task in sample]
+    try:
+        for task, episode in zip(sample, episodes):
+            assert episode.reset().rstrip().endswith(f"Your task is to: {task.question}")
+        results = {}
+        for turn in range(max(len(t.metadata["walkthrough"]) for t in sample)):
+            for task, episode in zip(sample, episodes):
+                if turn < len(task.metadata["walkthrough"]):
+                    results[task.task_id] = episode.step(task.metadata["walkthrough"][turn])
+                    assert not results[task.task_id].info["invalid"]
+        assert all((r.reward, r.done, r.info["success"]) == (1.0, True, True) for r in results.values()), results
+        started = time.perf_counter()
+        replay = _play_walkthrough(env, sample[0], episodes[0])  # a reset of a loaded game
+        assert replay.reward == 1.0 and time.perf_counter() - started < 10
+    finally:
+        for episode in episodes:
+            episode.close()
+    assert sys.argv == argv  # fast_downward's translation overwrites sys.argv; the env puts it back
+
+
+def test_invalid_commands_and_the_put_alias(env):
+    task = next(t for t in env.load_tasks("valid_unseen") if t.metadata["task_type"] == "pick_and_place")
+    episode = env.start(task)
+    try:
+        episode.reset()
+        result = episode.step("fly to the moon")
+        assert (result.observation, result.reward, result.done) == ("Nothing happens.", 0.0, False)
+        assert result.info["invalid"] and "look" in result.info["admissible_commands"]
+        walkthrough = task.metadata["walkthrough"]
+        for action in walkthrough[:-1]:
+            assert not episode.step(f"Action: {action.upper()}.").info["invalid"]  # label, case, full stop
+        last = walkthrough[-1]
+        assert last.startswith("move ")
+        obj, place = last.removeprefix("move ").split(" to ")
+        result = episode.step(f"put {obj} in/on {place}")  # ReAct's spelling of "move"
+        assert result.reward == 1.0 and result.done and result.info["success"]
+        assert episode.step("look").info["invalid"]  # the episode is over
+    finally:
+        episode.close()
+
+
+def test_normalize_command():
+    assert alf.normalize_command("  Action 3: Go to  Desk 1.\nThought: more") == "go to desk 1"
+    assert alf.normalize_command("> take apple 1 from countertop 2") == "take apple 1 from countertop 2"
+    assert alf.normalize_command("put mug 1 on shelf 2") == "move mug 1 to shelf 2"
+    assert alf.normalize_command("") == ""
+
+
+def test_fewshot_templates_without_games():
+    walkthrough = ["go to countertop 1", "take apple 1 from countertop 1", "go to sinkbasin 1",
+                   "clean apple 1 with sinkbasin 1", "go to fridge 1", "open fridge 1", "move apple 1 to fridge 1"]
+    assert coherent(walkthrough)
+    assert not coherent(["go to drawer 2", "take alarmclock 1 from dresser 1"])
+    plan = alfworld_plan("put a clean apple in fridge.", walkthrough)
+    assert [a for _, a in plan] == walkthrough
+    assert plan[0][0].startswith("My task is to put a clean apple in fridge. ")
+    assert plan[2][0] == "Now I take the apple 1 to sinkbasin 1 to clean it there."
+    replies = iter([StepResult("x" * 500, 0.0, False)] * 6 + [StepResult("Done.", 1.0, True, {"success": True})])
+    steps, won = play(lambda _action: next(replies), plan)
+    text = render("Your task is to: put a clean apple in fridge.", steps)
+    assert won and text.count("Thought ") == 7 and "Action 7: move apple 1 to fridge 1" in text
+    assert "x" * 301 not in text and "Observation 1: " + "x" * 300 + " ..." in text  # long observations are cut
+
+
+def test_missing_package_is_one_line_with_the_fix(monkeypatch, tmp_path):
+    real = alf.importlib.util.find_spec
+    monkeypatch.setattr(alf.importlib.util, "find_spec", lambda name: None if name == "alfworld" else real(name))
+    with pytest.raises(UnknownEnvError, match=r"needs the alfworld package: run `just setup`"):
+        alf.ALFWorld(load_settings(home=tmp_path, preset="tiny"))
+
+
+@pytest.mark.slow
+def test_few_shot_is_played_from_train_games_of_the_task_type(env):
+    task = next(t for t in env.load_tasks("valid_unseen") if t.metadata["task_type"] == "pick_heat_then_place")
+    text = env.few_shot(task)
+    assert text.count("Your task is to: ") == 2 and "heat " in text and "Thought 1: My task is to" in text
+    train_goals = {t.question for t in env.load_tasks("train") if t.metadata["task_type"] == "pick_heat_then_place"}
+    goals = [ln.removeprefix("Your task is to: ") for ln in text.splitlines() if ln.startswith("Your task is to")]
+    assert all(goal in train_goals for goal in goals)
+    cached = list((env.root / "fewshot").glob("pick_heat_then_place-*.txt"))
+    assert len(cached) == 1 and cached[0].read_text() == text
+    fresh = alf.ALFWorld(env.settings)
+    started = time.perf_counter()
+    assert fresh.few_shot(task) == text and time.perf_counter() - started < 1  # read from disk, no game loads
+
+
+@pytest.mark.slow
+def test_every_valid_unseen_walkthrough_wins(env):
+    lost = [t.task_id for t in env.load_tasks("valid_unseen") if _play_walkthrough(env, t).reward != 1.0]
+    assert lost == []
