@@ -1,0 +1,222 @@
+"""`retro report`: one HTML page with PNG figures, drawn from the lake's views (retro/store/views/*.sql).
+
+Figures: success rate after each trial per mode and model version (the paper's main figure, from
+`success_by_trial`), rating histograms per model version (`reflection_quality`), training curves
+(reward and KL from `model_versions.metrics`), and the lineage table (`model_lineage`). The curve
+data is written beside the page as curves.json (the view's rows), so it can be checked and re-plotted.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from retro.store.lake import Lake
+
+log = logging.getLogger(__name__)
+
+REWARD_KEY, KL_KEY = "objective/scores", "objective/kl"
+
+CURVES_SQL = """
+SELECT run_id, mode, env, split, retro_model_version, trial, n_solved, n_tasks, success_rate
+FROM lake.success_by_trial
+ORDER BY run_id, trial
+"""
+RATINGS_SQL = """
+SELECT coalesce(model_version, '-') AS model_version, rating
+FROM lake.reflection_quality
+WHERE rating IS NOT NULL
+ORDER BY model_version
+"""
+MODELS_SQL = "SELECT model_id, stage, metrics FROM lake.model_versions ORDER BY created_at, model_id"
+LINEAGE_SQL = """
+SELECT model_id, stage, parent_model_id, dataset, dataset_version, snapshot_id, row_count, n_runs, promoted
+FROM lake.model_lineage
+ORDER BY created_at, model_id
+"""
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows, read from the lake in one connection."""
+
+    curves: pl.DataFrame  # the success_by_trial view's rows, one per run and trial
+    ratings: pl.DataFrame
+    models: pl.DataFrame
+    lineage: pl.DataFrame
+    figures: list[tuple[str, str]] = field(default_factory=list)  # (title, png file name)
+
+    @property
+    def empty(self) -> bool:
+        return self.curves.is_empty()
+
+
+def read_report_data(lake: Lake) -> ReportData:
+    with lake.connect() as con:
+        frames = [con.execute(sql).pl() for sql in (CURVES_SQL, RATINGS_SQL, MODELS_SQL, LINEAGE_SQL)]
+    return ReportData(*frames)
+
+
+def mean_curves(curves: pl.DataFrame) -> pl.DataFrame:
+    """The plotted series: success rate per trial averaged over the runs of one (env, mode, model version)."""
+    return (
+        curves.with_columns(pl.col("retro_model_version").fill_null("-"))
+        .group_by("env", "mode", "retro_model_version", "trial")
+        .agg(pl.col("success_rate").mean(), pl.len().alias("n_runs"))
+        .sort("env", "mode", "retro_model_version", "trial")
+    )
+
+
+# -- figures -------------------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_success_curves(curves: pl.DataFrame, path: Path) -> None:
+    plt = _pyplot()
+    series = mean_curves(curves)
+    envs = series["env"].unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for (mode, version), part in series.filter(pl.col("env") == env).group_by(
+                "mode", "retro_model_version", maintain_order=True):
+            n_runs = int(part["n_runs"].max())
+            ax.plot(part["trial"].to_list(), part["success_rate"].to_list(), marker="o",
+                    label=f"{mode} / {version} ({n_runs} run{'s' if n_runs > 1 else ''})")
+        ax.set(title=f"{env}: success rate after each trial", xlabel="trial", ylabel="success rate",
+               ylim=(-0.02, 1.02))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_rating_histograms(ratings: pl.DataFrame, path: Path) -> None:
+    plt = _pyplot()
+    versions = ratings["model_version"].unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(1, len(versions), figsize=(4 * len(versions), 3.5), squeeze=False, sharey=True)
+    low, high = float(ratings["rating"].min()), float(ratings["rating"].max())
+    bins = 10 if high > low else 1
+    for ax, version in zip(axes[0], versions, strict=True):
+        values = ratings.filter(pl.col("model_version") == version)["rating"].to_list()
+        ax.hist(values, bins=bins, range=(low - 0.5, high + 0.5) if high == low else (low, high), edgecolor="black")
+        ax.set(title=f"{version} ({len(values)} reflections)", xlabel="rating G(k+1) - G(k)")
+    axes[0][0].set_ylabel("reflections")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def training_series(models: pl.DataFrame) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, float]]]:
+    """(histories, finals) per model_id for the reward and KL keys.
+
+    A `history` list in the metrics (dicts with the trl keys) gives a curve; otherwise the final values
+    are shown as bars.
+    """
+    histories: dict[str, dict[str, list[float]]] = {}
+    finals: dict[str, dict[str, float]] = {}
+    for model_id, metrics_json in zip(models["model_id"], models["metrics"], strict=True):
+        try:
+            metrics: dict[str, Any] = json.loads(metrics_json or "{}")
+        except json.JSONDecodeError:
+            log.warning("model %s: metrics are not JSON; left out of the training curves", model_id)
+            continue
+        history = metrics.get("history") if isinstance(metrics.get("history"), list) else []
+        curves = {key: [float(h[key]) for h in history if isinstance(h, dict) and key in h] for key in (REWARD_KEY, KL_KEY)}
+        if any(len(v) > 1 for v in curves.values()):
+            histories[model_id] = curves
+        final = {key: float(metrics[key]) for key in (REWARD_KEY, KL_KEY) if isinstance(metrics.get(key), int | float)}
+        if final:
+            finals[model_id] = final
+    return histories, finals
+
+
+def plot_training(models: pl.DataFrame, path: Path) -> bool:
+    """Reward and KL per model version; False (nothing drawn) when no model has these metrics."""
+    histories, finals = training_series(models)
+    if not histories and not finals:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, key, label in ((axes[0], REWARD_KEY, "reward (objective/scores)"), (axes[1], KL_KEY, "KL (objective/kl)")):
+        for model_id, curves in histories.items():
+            if curves[key]:
+                ax.plot(range(1, len(curves[key]) + 1), curves[key], marker=".", label=model_id)
+        bars = {m: f[key] for m, f in finals.items() if key in f and m not in histories}
+        if bars:
+            ax.bar(list(bars), list(bars.values()), alpha=0.6, label="final value")
+            ax.tick_params(axis="x", labelrotation=30)
+        ax.set(title=label, xlabel="update" if histories else "model version")
+        if histories or bars:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# -- page ------------------------------------------------------------------------------------------------------
+def frame_html(df: pl.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in df.iter_rows()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>retroformer report</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}img{{max-width:100%}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:90%}}</style>
+</head><body>
+<h1>retroformer report</h1>
+<p>Lake: {lake} &middot; snapshot {snapshot}</p>
+{body}
+</body></html>
+"""
+
+
+def write_report(lake: Lake, out_dir: Path | str) -> Path:
+    """Write index.html, the PNGs and curves.json into `out_dir`; returns the path of index.html."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = read_report_data(lake)
+    (out / "curves.json").write_text(json.dumps(data.curves.to_dicts(), indent=1, default=str))
+    sections: list[str] = []
+
+    def figure(title: str, name: str) -> None:
+        data.figures.append((title, name))
+        sections.append(f"<h2>{html.escape(title)}</h2><img src='{name}' alt='{html.escape(title)}'>")
+
+    if data.empty:
+        sections.append("<p><b>No runs yet.</b> Start one with <code>retro rollout</code>, then rerun <code>retro report</code>.</p>")
+    else:
+        plot_success_curves(data.curves, out / "success_by_trial.png")
+        figure("Success rate after each trial, per mode and model version", "success_by_trial.png")
+        sections.append(frame_html(mean_curves(data.curves)))
+    if not data.ratings.is_empty():
+        plot_rating_histograms(data.ratings, out / "ratings.png")
+        figure("Reflection ratings per model version", "ratings.png")
+    if plot_training(data.models, out / "training.png"):
+        figure("Training curves: reward and KL per model version", "training.png")
+    sections.append("<h2>Model lineage</h2>")
+    sections.append(frame_html(data.lineage) if not data.lineage.is_empty() else "<p>No trained adapters yet.</p>")
+    index = out / "index.html"
+    snapshot = lake.current_snapshot()
+    index.write_text(PAGE.format(lake=html.escape(lake.catalog), snapshot=snapshot, body="\n".join(sections)))
+    log.info("report: %s (%d figures)", index, len(data.figures))
+    return index

@@ -1,0 +1,55 @@
+"""`retro report` on a lake filled by scripted rollouts (shared with test_views), and on an empty lake."""
+
+from __future__ import annotations
+
+import json
+
+from test_views import filled  # noqa: F401  (fixture: the scripted-rollout lake)
+from typer.testing import CliRunner
+
+from retro.eval.report import mean_curves, read_report_data, training_series, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_writes_html_pngs_and_the_views_curve_data(filled, tmp_path):  # noqa: F811
+    index = write_report(filled, tmp_path / "report")
+    out = index.parent
+    assert index.name == "index.html"
+    page = index.read_text()
+    for png in ("success_by_trial.png", "ratings.png", "training.png"):
+        assert (out / png).read_bytes().startswith(PNG_MAGIC) and (out / png).stat().st_size > 5000
+        assert f"src='{png}'" in page
+    assert "ppo-001" in page and "sft-001" in page  # the lineage table
+    view = filled.read("SELECT run_id, mode, env, split, retro_model_version, trial, n_solved, n_tasks, success_rate "
+                       "FROM lake.success_by_trial ORDER BY run_id, trial")
+    curves = json.loads((out / "curves.json").read_text())
+    assert curves == view.to_dicts()
+    assert read_report_data(filled).curves.to_dicts() == view.to_dicts()
+
+
+def test_plotted_series_average_the_view_per_mode_and_version(filled):  # noqa: F811
+    series = mean_curves(read_report_data(filled).curves)
+    by_mode = {m: part["success_rate"].to_list() for (m,), part in series.group_by("mode", maintain_order=True)}
+    assert by_mode == {"react": [0.0, 0.0, 0.0], "reflexion": [0.0, 0.5, 0.5], "retroformer": [0.0, 1.0, 1.0]}
+
+
+def test_training_series_reads_history_and_final_values(filled):  # noqa: F811
+    histories, finals = training_series(read_report_data(filled).models)
+    assert histories == {"ppo-001": {"objective/scores": [0.1, 0.4, 0.7], "objective/kl": [0.0, 0.02, 0.05]}}
+    assert finals == {"ppo-001": {"objective/scores": 0.7, "objective/kl": 0.05}}  # sft-001 has neither
+
+
+def test_empty_lake_says_no_runs_yet(lake, tmp_path):
+    index = write_report(lake, tmp_path / "empty")
+    assert "No runs yet" in index.read_text()
+    assert not list(index.parent.glob("*.png"))
+    assert json.loads((index.parent / "curves.json").read_text()) == []
+
+
+def test_retro_report_command(lake, tmp_path):
+    from retro.cli import app
+
+    result = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "index.html").exists()
