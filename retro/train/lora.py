@@ -1,0 +1,154 @@
+"""What every training stage shares: the LoRA config, loading the retrospective base model and its
+tokenizer the same way, model ids and adapter folders, and turning an adapter back into a model.
+
+Every adapter in the registry is a plain peft folder that loads on the base model alone
+(`load_policy`), so a backend needs only (base model, adapter path).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from retro.config import Settings
+from retro.errors import ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+# Training runs in float32: bf16 matmuls are slow on CPUs without AMX, and the adapters are small.
+TRAIN_DTYPE = torch.float32
+# The base tokenizer pads with its end-of-turn token; trl's PPO treats every pad id as padding (even
+# inside the chat-templated prompt), so training pads with a token the chat template never uses.
+PAD_TOKEN = "<|endoftext|>"
+
+
+def lora_config(settings: Settings, task: Literal["causal", "seq-cls"] = "causal"):
+    """The one LoRA shape of every stage (rank, alpha, dropout from settings.train), on all linear layers."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(
+        r=settings.train.lora_r,
+        lora_alpha=settings.train.lora_alpha,
+        lora_dropout=settings.train.lora_dropout,
+        target_modules="all-linear",  # attention and MLP projections; the LM head / score head excluded
+        bias="none",
+        task_type=TaskType.CAUSAL_LM if task == "causal" else TaskType.SEQ_CLS,  # SEQ_CLS also trains `score`
+    )
+
+
+def seed_everything(seed: int) -> None:
+    from transformers import set_seed
+
+    random.seed(seed)
+    set_seed(seed)
+
+
+def base_model_path(settings: Settings) -> Path:
+    """The retrospective model's HF folder ("embedded" converts the shipped GGUF once)."""
+    from retro.llm.embedded import resolve_model_path
+
+    return resolve_model_path(settings, settings.retrospective.model)
+
+
+def load_tokenizer(path: Path):
+    """The base tokenizer, padding with PAD_TOKEN on the left (generation continues prompts)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if PAD_TOKEN in tokenizer.get_vocab() and PAD_TOKEN != tokenizer.eos_token:
+        tokenizer.pad_token = PAD_TOKEN
+    elif tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    tokenizer.padding_side = "left"
+    if tokenizer.chat_template is None:
+        raise ModelNotFoundError(f"the tokenizer in {path} has no chat template: use an instruct model folder")
+    return tokenizer
+
+
+def _sync_pad(model, tokenizer) -> None:
+    # Sequence classifiers score the last token that is not `config.pad_token_id`; it must be the
+    # tokenizer's pad, or an end-of-turn token that equals the old pad would be skipped.
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_causal_lm(path: Path, tokenizer, dtype: torch.dtype = TRAIN_DTYPE):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    _sync_pad(model, tokenizer)
+    return model
+
+
+def load_classifier(path: Path, tokenizer, dtype: torch.dtype = TRAIN_DTYPE):
+    """A one-logit sequence classifier on the base model (its `score` head starts random)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
+    _sync_pad(model, tokenizer)
+    return model
+
+
+def load_policy(base_path: Path, adapter_path: Path | None, tokenizer, merge: bool = True,
+                dtype: torch.dtype = TRAIN_DTYPE):
+    """The base causal LM with an adapter applied (merged into the weights by default); None = the base."""
+    model = load_causal_lm(base_path, tokenizer, dtype)
+    if adapter_path is None:
+        return model
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, str(adapter_path))
+    return model.merge_and_unload() if merge else model
+
+
+def load_reward_model(base_path: Path, adapter_path: Path, tokenizer, dtype: torch.dtype = TRAIN_DTYPE):
+    """The trained reward model as one plain sequence classifier (adapter and score head merged in)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_classifier(base_path, tokenizer, dtype), str(adapter_path))
+    return model.merge_and_unload()
+
+
+def new_model_id(stage: str) -> str:
+    """A sortable, readable id: ppo-20250101-020000-a1b2c3."""
+    return f"{stage}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def adapter_dir(settings: Settings, model_id: str) -> Path:
+    return (settings.models_dir / "adapters" / model_id).resolve()
+
+
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """The reflection prompt as the retrospective model sees it: one user turn, then the assistant's."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def training_args(settings: Settings, output_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """The TrainingArguments every stage shares: no reporting, no checkpoints, seeds from config, fp32."""
+    args: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "seed": settings.train.seed,
+        "data_seed": settings.train.seed,
+        "per_device_train_batch_size": settings.train.batch_size,
+        "save_strategy": "no",
+        "logging_steps": 1,
+        "bf16": False,
+        "gradient_checkpointing": False,  # trl turns it on by default; small models on CPU only pay its cost
+        "fp16": False,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    args.update(overrides)
+    return args

@@ -1,0 +1,93 @@
+"""Training sets: SQL files with headers, versions pinned to lake snapshots, env filter, held-out split."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+from trainkit import fill_lake
+
+from retro.errors import ConfigError
+from retro.store import export
+from retro.train.datasets import NAMES, SQL_DIR, build_dataset, build_datasets, get_dataset_version
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sql_file_has_header_naming_inputs_outputs_and_parameters(name):
+    text = (SQL_DIR / f"{name}.sql").read_text()
+    header = "\n".join(line for line in text.splitlines() if line.startswith("--"))
+    assert text.startswith(f"-- {name}:"), "first line: purpose"
+    for part in ("Inputs:", "Output:", "Parameters:"):
+        assert part in header
+    for table in export.tables_read(text):
+        assert f"lake.{table}" in header, f"input table {table} not named in the header"
+    for param in export.parameters_used(text):
+        assert f"${param}" in header, f"parameter ${param} not described in the header"
+    code = export.strip_comments(text)
+    assert "WITH " in code and len(duckdb.extract_statements(code)) == 1  # named CTEs, one final select
+    assert "ORDER BY" in code.rsplit("SELECT", 1)[1]  # deterministic rows
+
+
+def test_rebuild_at_same_snapshot_is_idempotent_and_new_data_is_a_new_version(settings, lake):
+    fill_lake(lake, n=6)
+    first = build_datasets(settings, lake)
+    rows = {name: dv.frame() for name, dv in first.items()}
+    registered = lake.read("SELECT count(*) FROM lake.dataset_versions").item()
+    assert registered == 3
+    assert first["sft"].row_count == 3 and first["reward"].row_count == 6 and first["ppo"].row_count == 6
+
+    again = build_datasets(settings, lake)  # later snapshots only added registry rows
+    assert {n: d.version for n, d in again.items()} == {n: d.version for n, d in first.items()}
+    assert all(again[n].frame().equals(rows[n]) for n in NAMES)
+    assert lake.read("SELECT count(*) FROM lake.dataset_versions").item() == registered
+
+    fill_lake(lake, n=4, run_id="run-b")
+    newer = build_dataset(settings, lake, "reward")
+    assert newer.version != first["reward"].version and newer.row_count == 10
+    assert newer.snapshot_id > first["reward"].snapshot_id
+
+    pinned = build_dataset(settings, lake, "reward", snapshot=first["reward"].snapshot_id)
+    assert pinned.version == first["reward"].version and pinned.frame().equals(rows["reward"])
+    assert get_dataset_version(lake, "reward").version == newer.version  # the newest by snapshot
+    frame = pinned.frame()
+    assert frame.columns == ["run_id", "task_id", "trial", "env", "prompt", "reflection", "rating", "label"]
+    assert frame["label"].to_list() == [r > 0 for r in frame["rating"].to_list()]
+
+
+def test_env_filter_and_pooling(settings, lake):
+    fill_lake(lake, n=4, env="hotpotqa")
+    fill_lake(lake, n=4, env="alfworld")
+    pooled = build_dataset(settings, lake, "reward").frame()
+    assert sorted(set(pooled["env"].to_list())) == ["alfworld", "hotpotqa"] and pooled.height == 8
+    settings.dataset.env = "alfworld"
+    only = build_dataset(settings, lake, "reward")
+    assert set(only.frame()["env"].to_list()) == {"alfworld"} and only.row_count == 4
+    assert only.params["env"] == "alfworld"
+
+
+def test_held_out_split_is_never_training_data(settings, lake):
+    fill_lake(lake, n=4, run_id="train-run")
+    fill_lake(lake, n=4, run_id="eval-run")
+    lake.append({"runs": [{"run_id": "eval-run", "split": settings.eval.split},
+                          {"run_id": "train-run", "split": "train"}]})
+    for dv in build_datasets(settings, lake).values():
+        if "run_id" in dv.frame().columns:
+            assert set(dv.frame()["run_id"].to_list()) == {"train-run"}
+    assert build_dataset(settings, lake, "ppo").row_count == 4  # the eval run's prompts are the same text
+
+
+def test_ppo_prompts_come_from_failed_trials_only(settings, lake):
+    fill_lake(lake, n=3)
+    lake.append({
+        "trials": [{"run_id": "won", "task_id": "x", "trial": 0, "env": "hotpotqa", "success": True}],
+        "reflections": [{"run_id": "won", "task_id": "x", "trial": 0, "env": "hotpotqa", "prompt": "odd", "text": "t"}],
+    })
+    prompts = build_dataset(settings, lake, "ppo").frame()
+    assert "odd" not in prompts["prompt"].to_list() and prompts.height == 3
+    assert prompts.columns == ["env", "prompt"]
+
+
+def test_unknown_names_fail_with_the_fix(settings, lake):
+    with pytest.raises(ConfigError, match="the datasets are"):
+        build_dataset(settings, lake, "nope")
+    with pytest.raises(ConfigError, match="retro train build-datasets"):
+        get_dataset_version(lake, "sft")
