@@ -160,6 +160,8 @@ def plot_training(models: pl.DataFrame, path: Path) -> bool:
             ax.bar(list(bars), list(bars.values()), alpha=0.6, label="final value")
             ax.tick_params(axis="x", labelrotation=30)
         ax.set(title=label, xlabel="update" if histories else "model version")
+        if histories:
+            ax.xaxis.get_major_locator().set_params(integer=True)
         if histories or bars:
             ax.legend(fontsize=8)
     fig.tight_layout()
