@@ -29,7 +29,7 @@ def check(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate.")] = 32,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")] = False,
 ) -> None:
-    """Load the actor model (converting the embedded one on first use), reply to a short prompt, print tokens/s.
+    """Load the actor model (converting the embedded one once), reply to a short prompt, print tokens/s.
 
     Example: retro models check
     """

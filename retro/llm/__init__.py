@@ -33,9 +33,9 @@ def make_llm(
     """The backend `model_settings` names; `adapter_path` (a LoRA folder) only applies to `hf`."""
     role = "RETRO_RETROSPECTIVE" if model_settings is settings.retrospective else "RETRO_ACTOR"
     if model_settings.backend == "hf":
+        path = resolve_model_path(settings, model_settings.model)
         from retro.llm.hf import HFBackend  # torch and transformers load only when a local model is wanted
 
-        path = resolve_model_path(settings, model_settings.model)
         return HFBackend(path, model_settings, adapter_path=adapter_path, name=name)
     if model_settings.backend == "openai":
         if adapter_path is not None:

@@ -139,8 +139,12 @@ def _check_adapter(adapter_path: Path, base_path: Path) -> None:
 
 
 def attach_adapter(shared: SharedBase, adapter_path: Path) -> str:
-    """Inject the LoRA adapter at `adapter_path` into the shared base (once); return its peft name."""
-    from peft import PeftModel
+    """Inject the LoRA adapter at `adapter_path` into the shared base (once); return its peft name.
+
+    A misfit is rolled back before the error: peft injects layers before it loads weights, and a
+    half-loaded adapter must not stay active in the base other backends generate with.
+    """
+    from peft import PeftConfig, PeftModelForCausalLM
 
     key = str(adapter_path.resolve())
     with shared.lock:
@@ -148,21 +152,43 @@ def attach_adapter(shared: SharedBase, adapter_path: Path) -> str:
             return shared.adapters[key]
         _check_adapter(adapter_path, shared.path)
         name = _adapter_name(adapter_path)
+        first = not shared.adapters
+        wrapped = shared.model
         try:
-            if shared.adapters:
-                shared.model.load_adapter(str(adapter_path), adapter_name=name)
-            else:
-                shared.model = PeftModel.from_pretrained(shared.model, str(adapter_path), adapter_name=name)
+            if first:
+                config = PeftConfig.from_pretrained(str(adapter_path))
+                config.inference_mode = True
+                wrapped = PeftModelForCausalLM(shared.model, config, adapter_name=name)
+            result = wrapped.load_adapter(str(adapter_path), adapter_name=name)
+            if result.missing_keys:
+                missing = result.missing_keys
+                raise ValueError(f"{len(missing)} adapter weights missing, e.g. {missing[0]}")
         except (ValueError, RuntimeError, KeyError) as err:  # shape mismatch, unknown target modules
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            _roll_back(wrapped, name, first)
             raise ModelNotFoundError(
-                f"adapter {adapter_path} does not fit base {shared.path} ({first}): "
+                f"adapter {adapter_path} does not fit base {shared.path} ({_one_line(err)}): "
                 "use an adapter trained on this base model"
             ) from None
-        shared.model.eval()
+        shared.model = wrapped.eval()
         shared.adapters[key] = name
         log.info("attached adapter %s to %s", adapter_path, shared.path)
         return name
+
+
+def _roll_back(wrapped: Any, name: str, first: bool) -> None:
+    from peft import PeftModel
+
+    if not isinstance(wrapped, PeftModel) or name not in wrapped.peft_config:
+        return
+    if first:
+        wrapped.unload()  # strips the injected layers: the base is as it was
+    else:
+        wrapped.delete_adapter(name)
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split())
+    return (text[:160] + "...") if len(text) > 160 else text or type(err).__name__
 
 
 # -- the backend --------------------------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 (http.server in a thread)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from retro.config import ModelSettings, load_settings
+from retro.errors import BackendUnreachableError, ConfigError
+from retro.llm import make_llm
+from retro.llm.base import GenParams
+from retro.llm.openai_compat import OpenAIBackend
+
+KEY = "sk-test-0123456789secret"
+
+
+class FakeServer:
+    """An OpenAI-style server: replies from `script` first (status, body), then echoes the prompt."""
+
+    def __init__(self):
+        self.script: list[tuple[int, str]] = []
+        self.requests: list[dict] = []  # {"path", "headers", "body"} of every request received
+        self.delays: list[float] = []  # seconds to stall before answering, request by request
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    reply = server.script.pop(0) if server.script else (200, server.echo(self.path, body))
+                    delay = server.delays.pop(0) if server.delays else 0.0
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                time.sleep(delay)
+                with server.lock:
+                    server.in_flight -= 1
+                payload = reply[1].encode()
+                self.send_response(reply[0])
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    @staticmethod
+    def echo(path: str, body: dict) -> str:
+        if path.endswith("/chat/completions"):
+            choice = {"message": {"role": "assistant", "content": "chat:" + body["messages"][-1]["content"]}}
+        else:
+            choice = {"text": "echo:" + body["prompt"]}
+        return json.dumps({"choices": [choice], "usage": {"prompt_tokens": 11, "completion_tokens": 5}})
+
+
+@pytest.fixture
+def server():
+    fake = FakeServer()
+    yield fake
+    fake.httpd.shutdown()
+    fake.httpd.server_close()
+
+
+def backend(url: str, **overrides) -> OpenAIBackend:
+    fields = {"backend": "openai", "model": "tiny", "base_url": url, "api_key_env": "RETRO_TEST_API_KEY",
+              "timeout_s": 2.0, "retries": 3, "concurrency": 4}
+    return OpenAIBackend(ModelSettings(**(fields | overrides)), backoff_s=0.01)
+
+
+def test_completion_and_chat_round_trip(server):
+    chat = [{"role": "user", "content": "hi"}]
+    prefilled = [*chat, {"role": "assistant", "content": "Thought 1:"}]
+    gen = backend(server.url).generate(["plain", chat, prefilled], GenParams(max_new_tokens=7, stop=("\n",)))
+    assert gen.texts == ["echo:plain", "chat:hi", "chat:Thought 1:"]
+    assert gen.prompt_tokens == [11, 11, 11] and gen.completion_tokens == [5, 5, 5]
+    assert gen.errors == [None, None, None]
+    by_path = sorted((r["path"], r["body"]) for r in server.requests if "messages" not in r["body"])
+    assert by_path[0][0] == "/v1/completions" and by_path[0][1]["max_tokens"] == 7
+    chats = [r["body"] for r in server.requests if "messages" in r["body"]]
+    assert {r.get("continue_final_message") for r in chats} == {None, True}
+    assert all(r["model"] == "tiny" and r["stop"] == ["\n"] for r in chats)
+
+
+def test_stop_strings_are_applied_locally_too(server):
+    server.script = [(200, json.dumps({"choices": [{"text": "Paris\nObservation: x"}]}))]
+    gen = backend(server.url).generate(["q"], GenParams(stop=("Observation:",)))
+    assert gen.texts == ["Paris\n"]
+    assert gen.completion_tokens == [2] and gen.prompt_tokens == [1]  # no usage: estimated
+
+
+def test_flaky_server_is_retried_until_it_answers(server):
+    server.script = [(500, "{}"), (429, "{}"), (503, "{}")]
+    gen = backend(server.url).generate(["a"], GenParams())
+    assert gen.texts == ["echo:a"] and gen.errors == [None]
+    assert len(server.requests) == 4
+
+
+def test_slow_answer_times_out_and_is_retried(server):
+    server.delays = [1.0]
+    gen = backend(server.url, timeout_s=0.2).generate(["a"], GenParams())
+    assert gen.texts == ["echo:a"] and len(server.requests) == 2
+
+
+def test_concurrency_is_capped(server):
+    server.delays = [0.05] * 8
+    gen = backend(server.url, concurrency=2).generate([str(i) for i in range(8)], GenParams())
+    assert gen.texts == [f"echo:{i}" for i in range(8)]  # in prompt order
+    assert server.max_in_flight <= 2
+
+
+def test_malformed_json_is_retried_then_recorded(server):
+    server.script = [(200, "not json")] * 2 + [(200, json.dumps({"choices": []}))] * 2
+    gen = backend(server.url).generate(["a"], GenParams())
+    assert gen.texts == [""]
+    assert "malformed response" in gen.errors[0] and "4 attempts" in gen.errors[0]
+    assert backend(server.url).generate(["b"], GenParams()).texts == ["echo:b"]  # the server is fine again
+
+
+def test_one_failed_prompt_does_not_sink_the_batch(server):
+    server.script = [(400, json.dumps({"error": "bad request"}))]  # not retried: our request is wrong
+    gen = backend(server.url, concurrency=1).generate(["a", "b"], GenParams())
+    assert gen.texts == ["", "echo:b"]
+    assert gen.errors[0].startswith("HTTP 400") and gen.errors[1] is None
+    assert len(server.requests) == 2
+
+
+def test_closed_port_fails_fast_naming_the_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    start = time.perf_counter()
+    with pytest.raises(BackendUnreachableError, match=f"LLM server at {url} is unreachable") as err:
+        backend(url).generate(["a", "b"], GenParams())
+    assert time.perf_counter() - start < 5
+    assert "RETRO_ACTOR__BASE_URL" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_api_key_is_sent_but_never_shown(server, monkeypatch, caplog):
+    monkeypatch.setenv("RETRO_TEST_API_KEY", KEY)
+    caplog.set_level(logging.DEBUG)
+    server.script = [(401, json.dumps({"error": f"key {KEY} refused"}))]  # a server echoing the key
+    llm = backend(server.url)
+    gen = llm.generate(["a", "b"], GenParams())
+    assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in server.requests)
+    assert sorted(gen.texts) == ["", "echo:b"] or sorted(gen.texts) == ["", "echo:a"]
+    failed = next(e for e in gen.errors if e)
+    assert "***" in failed and KEY not in failed
+    assert KEY not in caplog.text and KEY not in repr(llm) and KEY not in str(vars(llm))
+
+
+def test_no_key_no_header(server, monkeypatch):
+    monkeypatch.delenv("RETRO_TEST_API_KEY", raising=False)
+    backend(server.url).generate(["a"], GenParams())
+    assert "Authorization" not in server.requests[0]["headers"]
+
+
+def test_make_llm_dispatch(server, retro_home):
+    settings = load_settings(actor={"backend": "openai", "model": "m", "base_url": server.url})
+    llm = make_llm(settings.actor, settings, name="actor-x")
+    assert isinstance(llm, OpenAIBackend) and llm.name == "actor-x"
+    assert llm.generate(["a"], GenParams()).texts == ["echo:a"]
+    assert llm.count_tokens("abcdefgh") == 2
+    with pytest.raises(ConfigError, match="RETRO_ACTOR__BACKEND=openai"):
+        make_llm(settings.actor, settings, adapter_path="/some/adapter")
+    scripted = load_settings(retrospective={"backend": "scripted"})
+    with pytest.raises(ConfigError, match="RETRO_RETROSPECTIVE__BACKEND=scripted"):
+        make_llm(scripted.retrospective, scripted)
