@@ -149,12 +149,6 @@ def test_reflection_quality_joins_rating_length_and_next_trial(filled):
     assert {r["env"] for r in rows} == {"toy"}
 
 
-def test_reflection_quality_uses_the_newest_label_version(tmp_path_factory):
-    lake = filled_lake(tmp_path_factory)
-    newest = lake.read("SELECT DISTINCT label_version FROM lake.reflection_quality")["label_version"].to_list()
-    assert newest == ["v1"]
-
-
 def test_model_lineage_links_adapter_dataset_snapshot_runs(filled):
     rows = {r["model_id"]: r for r in filled.read("SELECT * FROM lake.model_lineage").to_dicts()}
     assert set(rows) == {"sft-001", "ppo-001"}
