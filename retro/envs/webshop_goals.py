@@ -12,6 +12,7 @@ Pure functions only: the catalogue generator (webshop_catalog.py) builds product
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ UNITS = (r"fl\.? ?oz|fluid ounces?|ounces?|oz|lbs?|pounds?|ml|milliliters?|liter
          r"volts?|v|yards?|count|ct|capsules|tablets|pieces|pcs|pods|rolls|sheets|bags|bars|cans|bottles|"
          r"packets|sticks|servings|pairs")
 MEASURE = re.compile(rf"\b(\d+(?:\.\d+)?(?: x \d+(?:\.\d+)?)*)\s*-?\s*({UNITS})\b(?!\s*(?:waist|inseam))")
+UNIT_WORD = re.compile(UNITS)
 COUNT_UNITS = {"count", "ct", "capsules", "tablets", "pieces", "pcs", "pods", "rolls", "sheets", "bags",
                "bars", "cans", "bottles", "packets", "sticks", "servings", "pairs"}
 UNIT_NAMES = {"oz": "ounce", "fl oz": "fl oz", "fl. oz": "fl oz", "floz": "fl oz", "ounces": "ounce",
@@ -135,6 +137,7 @@ ATTRIBUTE_PATTERNS: list[tuple[str, str]] = [
      r"biodegradable|hypoallergenic|unscented|sugarless|decaf|keto|paleo|sturdy|lightweight)\b"), "{0}"),
     (r"\b(long|natural|soft|comfortable|waterproof)\b", "{0}"),
 ]
+ATTRIBUTE_REGEXES = [(re.compile(r"\b(?:" + pattern + r")\b"), canonical) for pattern, canonical in ATTRIBUTE_PATTERNS]
 # "sulfate and paraben free" -> "sulfate free", "paraben free"
 FREE_LIST = re.compile(r"\b((?:[a-z]+(?:, | and |, and | & | or |/))+[a-z]+)[- ]free\b")
 
@@ -178,6 +181,7 @@ def normalize(text: str) -> str:
                   r"seven|eight|nine)\b", lambda m: str(NUMBER_WORDS[m[1]] + NUMBER_WORDS[m[2]]), text)
     text = re.sub(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", lambda m: str(NUMBER_WORDS[m[1]]), text)
     text = re.sub(r"(\d)(?:in|\")(?=\s|$|[,.;])", r"\1 inch", text)
+    text = re.sub(r"(\d)\s*(?:inch(?:es)?|ft|feet|foot|cm|mm)\s*(?:by|x|\*)\s*(\d)", r"\1 x \2", text)
     text = re.sub(r"(\d[a-z]{0,2})\s*(?:by|x|\*)\s*(\d)", r"\1 x \2", text)  # "50 by 60" -> "50 x 60"
     return re.sub(r"\s+", " ", text).strip()
 
@@ -190,6 +194,7 @@ def clean_value(value: str) -> str:
     return " ".join(words[:4])
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """Plural -> singular, enough to compare product types ("cases" ~ "case", "bodies" ~ "body")."""
     if len(word) > 4 and word.endswith("ies"):
@@ -220,6 +225,7 @@ _VALUE = r"([a-z0-9][a-z0-9 /&+'-]*?)"  # a lazily matched option value, cut by 
 _VALUE_END = r"(?=\s*(?:[,.;!?(]|$| and | with | in | size| colou?r| for | that | which | style| to | so | please| also))"
 COLOUR_BEFORE = re.compile(r"\b((?:(?:" + "|".join(sorted(COLOUR_MODIFIERS | COLOURS)) + r") )?[a-z0-9+.-]+"
                            r"(?: (?:and|/) [a-z-]+)?) colou?r(?:ed|s)?\b")
+NUMBERED = re.compile(r"\b(colou?r|style|pattern) (?:no\.? |number |#)?(\d+[a-z]?)\b")
 COLOUR_AFTER = re.compile(r"\bcolou?rs?\s*(?:is|:|-|=|of|as|should be|would be)\s*" + _VALUE + _VALUE_END)
 _SIZE_TOKEN = (r"(?:\d+(?:\.\d+)?[a-z]{0,2}|x|" + "|".join(re.escape(w) for w in sorted(SIZE_WORDS, key=len, reverse=True))
                + r"|" + UNITS + r"|\d+(?:\.\d+)?x\d+(?:\.\d+)?[a-z]{0,2}|[a-z]?\d+[a-z]?)")
@@ -268,10 +274,12 @@ def _find_options(text: str, spans: _Spans) -> dict[str, str]:
 
     # colours named as such: "in the silo color", "pewter colored", "color: ash blonde"
     for m in COLOUR_BEFORE.finditer(text):
-        if m[1].split()[0] not in STOP | NOT_VALUE:
+        if m[1].split()[0] not in STOP | NOT_VALUE and not UNIT_WORD.fullmatch(m[1]):
             add("color", m[1], m.start(), m.end())
     for m in COLOUR_AFTER.finditer(text):
         add("color", m[1], m.start(), m.end())
+    for m in NUMBERED.finditer(text):  # "color 27", "style 24": catalogue numbers
+        add("color" if m[1].startswith("colo") else m[1], m[2], m.start(), m.end())
     # sizes: jeans' waist x length, "size: x", "size 9", "x-large size", bare "xx-large"
     waist, length = WAIST.search(text), LENGTH.search(text)
     if waist and length:
@@ -307,7 +315,7 @@ def _find_options(text: str, spans: _Spans) -> dict[str, str]:
                 if w in STOP or w in NOT_VALUE:
                     break
                 kept.insert(0, w)
-            if kept:
+            if kept and not all(UNIT_WORD.fullmatch(w) for w in kept):
                 add(group, " ".join(kept), m.end() - len(m[0].split()[-1]) - 1 - len(" ".join(kept)), m.end())
     # measures ("16 ounce", "40mm", "60 capsules"): a size, or a count
     for m in MEASURE.finditer(text):
@@ -343,8 +351,8 @@ def _find_attributes(text: str, spans: _Spans) -> list[str]:
             for item in items:
                 add(f"{item} free", m.start(), m.start())  # zero-width: several attributes share one span
             spans.take(m.start(), m.end())
-    for pattern, canonical in ATTRIBUTE_PATTERNS:
-        for m in re.finditer(r"\b(?:" + pattern + r")\b", text):
+    for regex, canonical in ATTRIBUTE_REGEXES:
+        for m in regex.finditer(text):
             groups = [g for g in m.groups() if g]
             if "{0}" in canonical and not groups:
                 groups = [m[0].split()[-1]]
