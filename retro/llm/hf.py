@@ -83,6 +83,16 @@ class SharedBase:
     path: Path
     adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> peft adapter name
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stops: dict[tuple[str, ...], Any] = field(default_factory=dict)  # stop strings -> StopStringCriteria
+
+    def stop_criteria(self, stop: tuple[str, ...]) -> Any:
+        """transformers' `stop_strings` criterion, built once per stop tuple: building it scans the whole
+        vocabulary (~0.2 s a call on SmolLM2), and the actor asks for the same stops every step."""
+        from transformers import StopStringCriteria
+
+        if stop not in self.stops:
+            self.stops[stop] = StopStringCriteria(self.tokenizer, list(stop))
+        return self.stops[stop]
 
     @property
     def base_model(self) -> Any:
@@ -261,15 +271,17 @@ class HFBackend:
         return nullcontext()
 
     def _generate_chunk(self, ids: list[list[int]], params: GenParams) -> tuple[list[str], list[int]]:
+        from transformers import StoppingCriteriaList
+
         tok = self.tokenizer
         batch = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
         sample = params.temperature > 0
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": sample}
         if sample:
             kwargs |= {"temperature": params.temperature, "top_p": params.top_p}
-        if params.stop:
-            kwargs |= {"stop_strings": list(params.stop), "tokenizer": tok}
         with self.shared.lock, self._adapter_context(), torch.inference_mode():
+            if params.stop:
+                kwargs["stopping_criteria"] = StoppingCriteriaList([self.shared.stop_criteria(params.stop)])
             out = self.shared.model.generate(
                 input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"],
