@@ -50,6 +50,7 @@ class ReportData:
     ratings: pl.DataFrame
     models: pl.DataFrame
     lineage: pl.DataFrame
+    snapshot: int | None = None  # the lake snapshot these rows were read at
     figures: list[tuple[str, str]] = field(default_factory=list)  # (title, png file name)
 
     @property
@@ -60,7 +61,8 @@ class ReportData:
 def read_report_data(lake: Lake) -> ReportData:
     with lake.connect() as con:
         frames = [con.execute(sql).pl() for sql in (CURVES_SQL, RATINGS_SQL, MODELS_SQL, LINEAGE_SQL)]
-    return ReportData(*frames)
+        snapshot = con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+    return ReportData(*frames, snapshot=snapshot)
 
 
 def mean_curves(curves: pl.DataFrame) -> pl.DataFrame:
@@ -218,7 +220,6 @@ def write_report(lake: Lake, out_dir: Path | str) -> Path:
     sections.append("<h2>Model lineage</h2>")
     sections.append(frame_html(data.lineage) if not data.lineage.is_empty() else "<p>No trained adapters yet.</p>")
     index = out / "index.html"
-    snapshot = lake.current_snapshot()
-    index.write_text(PAGE.format(lake=html.escape(lake.catalog), snapshot=snapshot, body="\n".join(sections)))
+    index.write_text(PAGE.format(lake=html.escape(lake.catalog), snapshot=data.snapshot, body="\n".join(sections)))
     log.info("report: %s (%d figures)", index, len(data.figures))
     return index
