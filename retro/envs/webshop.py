@@ -23,7 +23,7 @@ from typing import Any
 
 from retro.config import Settings
 from retro.envs.base import StepResult, Task
-from retro.envs.webshop_catalog import DATA_DIR, Catalogue, ensure_catalogue
+from retro.envs.webshop_catalog import DATA_DIR, Catalogue, ensure_catalogue, eval_indices, read_instructions
 from retro.envs.webshop_reward import score_purchase
 from retro.errors import UnknownEnvError
 
@@ -233,9 +233,11 @@ class WebShop:
         return self._goals[task_id]
 
     def splits(self) -> dict[str, int]:
-        counts = self.catalogue.goals["split"].value_counts()
-        found = dict(zip(counts["split"].to_list(), counts["count"].to_list(), strict=True))
-        return {split: int(found.get(split, 0)) for split in SPLITS}
+        """Counted from the instructions alone: listing environments never waits for a catalogue build."""
+        instructions = read_instructions(self.data_dir)
+        n = len(instructions) if self.limit is None else min(self.limit, len(instructions))
+        held_out = sum(1 for i in eval_indices(instructions) if i < n)
+        return {"train": n - held_out, "eval": held_out}
 
     def load_tasks(self, split: str) -> list[Task]:
         if split not in SPLITS:

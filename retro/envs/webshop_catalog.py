@@ -303,6 +303,11 @@ def _read_data(data_dir: Path) -> tuple[list[str], dict[str, list[str]], bytes]:
     return instructions, queries, raw
 
 
+def read_instructions(data_dir: Path = DATA_DIR) -> list[str]:
+    """The shipped human instructions, in file order (goal index = position)."""
+    return _read_data(data_dir)[0]
+
+
 def catalogue_key(data_dir: Path, seed: int, limit: int | None) -> str:
     """Hash of everything the catalogue depends on: data, seed, subset, generator code."""
     _, _, raw = _read_data(data_dir)
