@@ -84,3 +84,15 @@ def test_play_unknown_task_is_a_one_line_error(home):
     assert isinstance(result.exception, UnknownEnvError)
     assert "no task 'nope' in hotpotqa split 'train'" in str(result.exception)
     assert "retro envs tasks hotpotqa" in str(result.exception)
+
+
+def test_play_alfworld_walkthrough(home):
+    pytest.importorskip("alfworld", reason="the alfworld extra is not installed: just setup")
+    task = "look_at_obj_in_light-AlarmClock-None-DeskLamp-308/trial_T20190908_222917_366542"
+    lines = "go to desk 2\n?\ntake alarmclock 1 from desk 2\ngo to desk 1\nuse desklamp 1\n"
+    result = runner.invoke(app, ["envs", "play", "alfworld", "--task", task, "--split", "valid_unseen"],
+                           input=lines, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Your task is to: examine the alarmclock with the desklamp." in result.output
+    assert "admissible now: " in result.output and "take alarmclock 1 from desk 2" in result.output
+    assert "episode over: return 1, success True" in result.output

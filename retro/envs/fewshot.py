@@ -75,7 +75,10 @@ def _bridge_plan(env, task: Task) -> list[tuple[str, str]] | None:
         return None  # not a clean bridge: the first paragraph must name the second title
     if not answer or answer not in normalize_answer(page_2.text) or answer in normalize_answer(page_1.text):
         return None
-    keyword = _lookup_keyword(task.question, page_2.sentences[sentences[-1]]) if sentences[-1] > 0 else None
+    last = sentences[-1]  # a Lookup earns its place only when the answer is not the opening sentence
+    if not 0 < last < len(page_2.sentences):
+        return None
+    keyword = _lookup_keyword(task.question, page_2.sentences[last])
     if keyword is None:
         return None
     return [
