@@ -379,6 +379,7 @@ def build_catalogue(folder: Path, data_dir: Path, seed: int, limit: int | None) 
     products.write_parquet(folder / "products.parquet")
     con = duckdb.connect(str(folder / "search.duckdb"))
     try:
+        con.execute("SET enable_progress_bar = false")  # no bar on the user's terminal
         load_extension(con, "fts")
         con.execute(_sql("create_products"), {"path": str(folder / "products.parquet")})
         con.execute(_sql("create_index"))
@@ -399,7 +400,11 @@ def ensure_catalogue(cache_dir: Path, seed: int = 0, limit: int | None = None, d
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("building the WebShop catalogue (seed %d, %s goals) into %s", seed, limit or "all", final)
-    manifest = build_catalogue(tmp, data_dir, seed, limit)
+    try:
+        manifest = build_catalogue(tmp, data_dir, seed, limit)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.rename(tmp, final)
     except OSError:  # another process finished first: keep theirs
@@ -428,7 +433,9 @@ class Catalogue:
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            con = duckdb.connect(str(self.folder / "search.duckdb"), read_only=True)
+            # One thread: a query touches few postings, and parallelism belongs across episodes (on 2 shared
+            # cores a full-catalogue search took 63 ms on 1 thread, 90 ms on 2).
+            con = duckdb.connect(str(self.folder / "search.duckdb"), read_only=True, config={"threads": 1})
             load_extension(con, "fts")
             self._con = con
         return self._con.cursor()
