@@ -1,4 +1,4 @@
-"""The nightly retraining: rollout (train split, promoted adapter) -> label -> data sets -> train
+"""The nightly retraining: rollout (train split, promoted adapter) -> label -> data sets + train
 -> evaluate candidate vs incumbent (held-out split) -> promote if better.
 
     python -m flows.nightly            (or: prefect deployment run 'nightly-retrain/nightly')
@@ -17,8 +17,7 @@ from prefect import flow, get_run_logger
 from flows.evaluate import evaluate_task
 from flows.label import label_task
 from flows.rollout import rollout_task
-from flows.train import build_datasets_task, train_task
-from retro.train.plan import candidate_of
+from flows.train import train_task
 
 
 @flow(name="nightly-retrain")
@@ -30,9 +29,9 @@ def nightly_flow(env: str | None = None, tasks: int | None = None, trials: int |
     # "auto": the promoted adapter (retroformer mode), or the base model (reflexion) before any promotion
     collected = rollout_task(env, "train", "auto", tasks, trials, None, tag, overrides)
     rated = label_task(None, overrides)
-    datasets = build_datasets_task(overrides)
-    trained = train_task(datasets, overrides)
-    candidate = candidate_of(trained)
+    trained = train_task(overrides)  # builds the data sets at one snapshot, then sft -> rm -> ppo
+    datasets = trained["datasets"]
+    candidate = trained["candidate"]
     if candidate is None:
         log.info("no candidate adapter tonight (%s): nothing to evaluate", trained)
         return {"rollout": collected, "ratings": rated, "datasets": datasets, "trained": trained, "evaluation": None}

@@ -15,21 +15,21 @@ from flows.common import open_lake, retry_transient
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
 def build_datasets_task(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every training set at the current snapshot; same snapshot -> same versions (idempotent)."""
-    from retro.train.plan import build_datasets
+    from retro.train.datasets import build_datasets
 
     settings, lake = open_lake(overrides)
-    versions = build_datasets(settings, lake)
+    versions = {name: dv.version for name, dv in build_datasets(settings, lake).items()}
     get_run_logger().info("data sets: %s", versions)
     return versions
 
 
 @task
-def train_task(datasets: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """SFT -> reward model -> PPO on those data set versions; a stage without data is skipped, not failed."""
-    from retro.train.plan import train_stages
+def train_task(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Data sets at one snapshot, then SFT -> reward model -> PPO; a stage without data is skipped."""
+    from retro.train.pipeline import train_all
 
     settings, lake = open_lake(overrides)
-    result = train_stages(settings, lake, datasets)
+    result = train_all(settings, lake)
     get_run_logger().info("training: %s", result)
     return result
 
@@ -43,7 +43,7 @@ def build_datasets_flow(overrides: dict[str, Any] | None = None) -> dict[str, An
 @flow(name="train")
 def train_flow(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the data sets, then train sft -> rm -> ppo; returns the model ids (or skip reasons)."""
-    return train_task(build_datasets_task(overrides), overrides)
+    return train_task(overrides)
 
 
 if __name__ == "__main__":
