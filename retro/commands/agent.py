@@ -67,6 +67,26 @@ def label(
     console.print(f"rated {written} reflections (label version {version or s.label.version})")
 
 
+
+
+def evaluate(
+    candidate: Annotated[str, typer.Option("--candidate", help="model_id of the adapter to evaluate.")],
+    env: Annotated[Optional[str], typer.Option(help="Environment (default: settings).")] = None,
+    tasks: Annotated[Optional[int], typer.Option(help="Held-out tasks (default: settings eval.tasks).")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials per task.")] = None,
+) -> None:
+    """Run the candidate and the current best on the held-out split (same tasks, same seed); promote if better.
+
+    Example: retro eval --candidate ppo-20261124-0001
+    """
+    from retro.eval.promote import evaluate_candidate
+
+    s = settings()
+    comparison = evaluate_candidate(s, Lake(s), candidate, env=env, tasks=tasks, trials=trials)
+    console.print(comparison.reason)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(rollout)
     app.command()(label)
+    app.command(name="eval")(evaluate)

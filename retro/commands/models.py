@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from retro.commands.common import console, settings
+from retro.commands.common import console, print_frame, settings
 
 models_app = typer.Typer(
     help="Model backends: check that the configured models load and generate.", no_args_is_help=True
@@ -62,3 +62,15 @@ def check(
         console.print(f"{tokens} tokens in {gen.seconds:.2f} s = {result['tokens_per_s']} tokens/s")
     if gen.errors[0]:
         raise typer.Exit(1)
+
+
+@models_app.command("list")
+def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The model registry: every trained adapter, its stage, data set version, metrics, and which is promoted.
+
+    Example: retro models list
+    """
+    from retro.store import Lake
+    from retro.train.registry import list_model_versions
+
+    print_frame(list_model_versions(Lake(settings())), title="model versions", as_json=as_json)
