@@ -228,3 +228,15 @@ def test_adapter_with_wrong_shapes_is_refused(tiny_model_dir, tmp_path, fresh_ba
     assert "\n" not in str(err.value)
     assert not any("lora" in n for n, _ in base.base_model.named_modules())  # rolled back
     assert base.generate(PROMPTS[:1], GenParams(max_new_tokens=6)).texts == before
+
+
+def test_auto_dtype_is_bf16_only_where_it_is_native(monkeypatch):
+    from retro.llm import hf
+
+    assert hf.resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert hf.resolve_dtype("float32", "cuda") == torch.float32
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_f": True, "avx512_bf16": False})
+    assert hf.resolve_dtype("auto", "cpu") == torch.float32  # emulated bf16 is slower than fp32
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
+    assert hf.resolve_dtype("auto", "cpu") == torch.bfloat16
+    assert hf.resolve_device("cpu") == "cpu"
