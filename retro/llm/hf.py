@@ -67,6 +67,10 @@ def render(tokenizer: Any, prompt: Prompt) -> tuple[str, bool]:
     """
     if isinstance(prompt, str):
         return prompt, True
+    if tokenizer.chat_template is None:
+        raise ModelNotFoundError(
+            f"the tokenizer in {tokenizer.name_or_path} has no chat template: use an instruct model folder"
+        )
     prefilled = bool(prompt) and prompt[-1]["role"] == "assistant"
     text = tokenizer.apply_chat_template(
         prompt, tokenize=False, add_generation_prompt=not prefilled, continue_final_message=prefilled
