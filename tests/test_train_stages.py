@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
-from trainkit import fill_lake, prompt_for, tiny_model_dir, train_settings  # noqa: F401 (fixtures)
+from trainkit import fill_lake, one_thread, prompt_for, tiny_model_dir, train_settings  # noqa: F401 (fixtures)
 
 from retro.train import lora
 from retro.train.pipeline import train_all
@@ -17,6 +18,8 @@ from retro.train.registry import ModelVersion, list_model_versions
 from retro.train.result import Skipped
 from retro.train.reward import reward_text, score_texts, stratified_split, train_reward_model
 from retro.train.sft import train_sft
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _logits(model, tokenizer, text: str) -> torch.Tensor:

@@ -75,3 +75,15 @@ def fill_lake(lake, n: int = 8, positive_every: int = 2, env: str = "hotpotqa", 
         ratings.append({"run_id": run_id, "task_id": task_id, "trial": 0, "label_version": label_version,
                         "return_before": 0.0, "return_after": float(good), "rating": float(good)})
     lake.append({"trials": trials, "reflections": reflections, "ratings": ratings})
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """Tiny models on a shared 2-core machine: one torch thread is far faster (no spin contention)
+    and makes the floating-point reductions, hence the sampled text, repeat exactly."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
