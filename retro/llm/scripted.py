@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from retro.llm.base import GenParams, Generation, Prompt, cut_at_stop
+from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop
 
 
 def prompt_text(prompt: Prompt) -> str:
