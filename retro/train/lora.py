@@ -133,14 +133,24 @@ def chat_prompt(tokenizer, prompt: str) -> str:
                                          add_generation_prompt=True)
 
 
+def micro_batch(batch_size: int) -> int:
+    """Sequences per forward/backward pass of SFT and the reward model. On CPU, memory is the limit
+    (fp32 logits over a 49k-token vocabulary for every position), so sequences go one at a time and
+    the Trainer accumulates gradients up to `batch_size`; on a GPU the whole batch goes at once."""
+    return batch_size if torch.cuda.is_available() else 1
+
+
 def training_args(settings: Settings, output_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """The TrainingArguments every stage shares: no reporting, no checkpoints, seeds from config, fp32."""
+    """The TrainingArguments every stage shares: no reporting, no checkpoints, seeds from config, fp32,
+    an optimizer step per `train.batch_size` sequences."""
+    micro = micro_batch(settings.train.batch_size)
     args: dict[str, Any] = {
         "output_dir": str(output_dir),
         "report_to": "none",
         "seed": settings.train.seed,
         "data_seed": settings.train.seed,
-        "per_device_train_batch_size": settings.train.batch_size,
+        "per_device_train_batch_size": micro,
+        "gradient_accumulation_steps": max(settings.train.batch_size // micro, 1),
         "save_strategy": "no",
         "logging_steps": 1,
         "bf16": False,

@@ -147,6 +147,8 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     args = PPOConfig(**lora.training_args(
         settings, work / "trainer",
         learning_rate=settings.train.ppo_lr,
+        # One optimisation batch per rollout batch, no gradient accumulation: trl's loop steps the optimizer
+        # inside accelerate's accumulate(), whose sync also fires at every end of the prompt dataloader.
         per_device_train_batch_size=batch,
         gradient_accumulation_steps=1,
         num_mini_batches=1,

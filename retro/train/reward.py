@@ -56,6 +56,12 @@ class BalancedBCETrainer:
         from transformers import Trainer
 
         class _Trainer(Trainer):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                # The loss below is a mean over the micro-batch: let the Trainer average it over gradient
+                # accumulation (it would otherwise pass a token count meant for causal-LM labels).
+                self.model_accepts_loss_kwargs = False
+
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 labels = inputs.pop("labels").float()
                 outputs = model(**inputs)
