@@ -3,8 +3,9 @@ and registered in `dataset_versions`.
 
 A version is the hash of the SQL text, the snapshot and the bound parameters, so rebuilding at the
 same snapshot gives the same rows and the same version (and registers nothing new), while new data
-gives a new version. With no snapshot given, the pin is the newest snapshot that changed a table
-the SQL reads: registry writes in between do not make a new version.
+gives a new version. The recorded snapshot is the newest one (up to the requested snapshot, default
+now) that changed a table the SQL reads, so writes it cannot see (registry rows, other tables) do
+not make a new version. Runs on the held-out split (settings eval.split) are never training data.
 """
 
 from __future__ import annotations
