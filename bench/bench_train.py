@@ -108,6 +108,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2, help="PPO updates (episodes = batch x updates)")
     parser.add_argument("--ppo-epochs", type=int, default=4, help="train.ppo_epochs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--only", default=",".join(STAGES), help="stages to time, e.g. ppo (with --home of a "
+                        "run that trained sft and rm)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -118,6 +120,7 @@ def main() -> None:
     from retro.config import load_settings
     from retro.store import Lake
 
+    fresh = args.home is None
     home = Path(args.home or tempfile.mkdtemp(prefix="bench-train-"))
     if args.model == "embedded":  # convert once, into a cache that survives the temp home
         from retro.llm.embedded import ensure_embedded
@@ -127,7 +130,8 @@ def main() -> None:
     settings = settings_for(args)
     lake = Lake(settings)
     lake.init()
-    fill_lake(lake, args.rows, args.steps)
+    if fresh:
+        fill_lake(lake, args.rows, args.steps)
 
     from transformers import AutoTokenizer
 
@@ -135,9 +139,9 @@ def main() -> None:
     prompt_tokens = len(tokenizer.apply_chat_template([{"role": "user", "content": reflection_prompt(0, args.steps)}],
                                                       tokenize=True, add_generation_prompt=True)["input_ids"])
     rows = []
-    for stage in STAGES:
+    for stage in [s for s in STAGES if s in args.only.split(",")]:
         cmd = [sys.executable, __file__, "--stage", stage] + [
-            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "stage" and v is not None]
+            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("stage", "only") and v is not None]
         out = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
             sys.exit(f"{stage} failed:\n{out.stderr[-3000:]}")
@@ -152,7 +156,7 @@ def main() -> None:
           f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}.")
     print(f"Model: {args.model}; fp32 training, LoRA r={settings.train.lora_r}; batch {args.batch}; "
           f"prompt {prompt_tokens} tokens; PPO: {args.new_tokens} new tokens, {args.ppo_epochs} PPO epochs per update.")
-    print(f"Command: `.venv/bin/python bench/bench_train.py {' '.join(sys.argv[1:])}`\n")
+    print(f"Command: `.venv/bin/python bench/bench_train.py {' '.join(sys.argv[1:])}` (home {home})\n")
     print("| stage | s per step | steps | stage wall s | peak RSS MB | torch threads |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -13,6 +13,7 @@ one LoRA of rank 2r (exact: the two low-rank updates simply add), so serving nee
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
@@ -69,6 +70,20 @@ def tokenize_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> l
     tokenizer.truncation_side = "left"
     texts = [lora.chat_prompt(tokenizer, p) for p in prompts]
     return tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_prompt_tokens)["input_ids"]
+
+
+@contextlib.contextmanager
+def exact_accumulation(trainer):
+    """Accumulate over exactly `gradient_accumulation_steps` micro-batches. trl's PPO loop steps the
+    optimizer inside accelerate's accumulate(), which by default also syncs on every micro-batch of an
+    update that fetched the prompt dataloader's last batch (one optimizer step per sequence there)."""
+    state = trainer.accelerator.gradient_state
+    before = state.plugin_kwargs.get("sync_with_dataloader", True)
+    state.plugin_kwargs["sync_with_dataloader"] = False
+    try:
+        yield
+    finally:
+        state.plugin_kwargs["sync_with_dataloader"] = before
 
 
 def ppo_metrics(log_history: list[dict], seconds: float) -> dict[str, float]:
@@ -147,10 +162,11 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     args = PPOConfig(**lora.training_args(
         settings, work / "trainer",
         learning_rate=settings.train.ppo_lr,
-        # One optimisation batch per rollout batch, no gradient accumulation: trl's loop steps the optimizer
-        # inside accelerate's accumulate(), whose sync also fires at every end of the prompt dataloader.
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=1,
+        # Rollouts take `batch` prompts at once; the optimisation goes micro-batch by micro-batch (one
+        # sequence on CPU, where the activations of policy and critic cost ~2.5 GB per 450-token sequence
+        # of SmolLM2-135M) and accumulates gradients to one optimizer step per update.
+        per_device_train_batch_size=lora.micro_batch(batch),
+        gradient_accumulation_steps=batch // lora.micro_batch(batch),
         num_mini_batches=1,
         local_rollout_forward_batch_size=batch,
         total_episodes=settings.train.ppo_total_episodes,
@@ -170,7 +186,8 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         peft_config=lora.lora_config(settings, "causal"),
     )
     start = time.perf_counter()
-    trainer.train()
+    with exact_accumulation(trainer):
+        trainer.train()
     seconds = time.perf_counter() - start
 
     # 5. save one standalone adapter atomically, then register it
