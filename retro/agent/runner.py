@@ -172,7 +172,7 @@ class Runner:
         memory = long_term_memory(reflections, self.spec.memory_size) if self.spec.reflects else []
         episode = self.env.start(task)
         first = episode.reset()
-        few_shot = self.env.few_shot(task) if _takes_task(self.env.few_shot) else self.env.few_shot()
+        few_shot = self.env.few_shot(task)
         return Live(task=task, trial=trial, episode=episode, memory=memory,
                     instruction=instruction_for(self.env.action_help, few_shot, memory, first),
                     trajectory=Trajectory(question=first))
@@ -337,8 +337,3 @@ class Runner:
                  " ".join(f"{x:.2f}" for x in curve), self.written["trials"], result.tokens_per_second)
         return result
 
-
-def _takes_task(method: Callable[..., str]) -> bool:
-    import inspect
-
-    return len(inspect.signature(method).parameters) >= 1

@@ -46,17 +46,6 @@ def committed_reflections(lake: Lake, run_id: str) -> pl.DataFrame:
     )
 
 
-def run_trials_frame(lake: Lake, run_ids: Sequence[str]) -> pl.DataFrame:
-    """Every trial of these runs with its run's mode and model version (for success-per-trial tables)."""
-    return lake.read(
-        "SELECT r.run_id, r.mode, r.env, r.split, r.retro_model_version, r.n_tasks, r.n_trials, "
-        "t.task_id, t.trial, t.episode_return, t.success "
-        "FROM lake.trials t JOIN lake.runs r USING (run_id) WHERE list_contains(?, r.run_id) "
-        "ORDER BY r.run_id, t.task_id, t.trial",
-        [list(run_ids)],
-    )
-
-
 # -- ratings ----------------------------------------------------------------------------------------------
 def rating_candidates(lake: Lake, label_version: str) -> pl.DataFrame:
     """Reflections whose next trial exists and that have no rating under `label_version` yet."""

@@ -127,6 +127,13 @@ def adapter_dir(settings: Settings, model_id: str) -> Path:
     return (settings.models_dir / "adapters" / model_id).resolve()
 
 
+def new_adapter(settings: Settings, stage: str) -> tuple[str, Path, Path]:
+    """(model_id, final folder, work folder): a stage trains into `work` and renames it to `final`."""
+    model_id = new_model_id(stage)
+    final = adapter_dir(settings, model_id)
+    return model_id, final, final.with_name(f".{model_id}.tmp")
+
+
 def chat_prompt(tokenizer, prompt: str) -> str:
     """The reflection prompt as the retrospective model sees it: one user turn, then the assistant's."""
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,

@@ -156,9 +156,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
                                settings.train.max_length - settings.train.max_new_tokens)
 
     # 4. trl's Config + Trainer
-    model_id = lora.new_model_id("ppo")
-    final = lora.adapter_dir(settings, model_id)
-    work = final.with_name(f".{model_id}.tmp")
+    model_id, final, work = lora.new_adapter(settings, "ppo")
     args = PPOConfig(**lora.training_args(
         settings, work / "trainer",
         learning_rate=settings.train.ppo_lr,

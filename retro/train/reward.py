@@ -125,9 +125,7 @@ def train_reward_model(settings: Settings, lake: Lake,
     pos_weight = (len(train_idx) - n_pos) / n_pos
 
     # 3. train
-    model_id = lora.new_model_id("rm")
-    final = lora.adapter_dir(settings, model_id)
-    work = final.with_name(f".{model_id}.tmp")
+    model_id, final, work = lora.new_adapter(settings, "rm")
     args = TrainingArguments(**lora.training_args(
         settings, work / "trainer", learning_rate=settings.train.rm_lr, num_train_epochs=settings.train.rm_epochs,
         remove_unused_columns=False,

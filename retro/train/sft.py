@@ -57,9 +57,7 @@ def train_sft(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     model = lora.load_causal_lm(base, tokenizer)
 
     # 3. trl's Config + Trainer
-    model_id = lora.new_model_id("sft")
-    final = lora.adapter_dir(settings, model_id)
-    work = final.with_name(f".{model_id}.tmp")
+    model_id, final, work = lora.new_adapter(settings, "sft")
     args = SFTConfig(**lora.training_args(
         settings, work / "trainer",
         learning_rate=settings.train.sft_lr,
