@@ -39,6 +39,13 @@ def test_reflections_that_carry_the_fix_raise_success(settings, lake):
     assert all("Previous attempt:" in p for p in refl["prompt"])
 
 
+def test_success_rate_is_logged_after_each_trial(settings, lake, caplog):
+    caplog.set_level("INFO", logger="retro.agent.runner")
+    run(settings, lake, tasks=4, trials=3)
+    lines = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "success after trial" in r.getMessage()]
+    assert lines == ["success after trial 0: 0/4", "success after trial 1: 4/4", "success after trial 2: 4/4"]
+
+
 def test_react_mode_never_reflects(settings, lake):
     models = toyenv.models()
     models.retro, models.retro_version = None, None

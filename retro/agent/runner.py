@@ -125,6 +125,9 @@ class Runner:
         self.tokens = [0, 0]
         self.episodes_done = 0
         self.successes = 0
+        self.last_trial: dict[str, int] = {}  # task_id -> highest trial finished (committed or resumed)
+        self.solved: set[str] = set()
+        self.rounds_logged = 0  # trials 0..rounds_logged-1 have had their success rate logged
 
     # -- setup -------------------------------------------------------------------------------------------
     def _tasks(self) -> dict[str, Task]:
@@ -155,7 +158,10 @@ class Runner:
         todo: dict[str, tuple[int, list[str]]] = {}
         for task_id in self.spec.task_ids:
             mine = trials.filter(trials["task_id"] == task_id)
+            if mine.height:
+                self.last_trial[task_id] = int(mine["trial"].max())
             if mine.height and mine["success"].any():
+                self.solved.add(task_id)
                 self.episodes_done += mine.height
                 self.successes += 1
                 continue
@@ -182,6 +188,7 @@ class Runner:
         started = time.perf_counter()
         self._record_start()
         todo = self._resume_state()
+        self._log_rounds()
         if self.episodes_done:
             log.info("run %s: resuming, %d trials already committed", self.spec.run_id, self.episodes_done)
         reflections = {task_id: list(texts) for task_id, (_, texts) in todo.items()}
@@ -314,9 +321,27 @@ class Runner:
                        "valid": s.valid} for i, s in enumerate(live.trajectory.steps)]
             self.episodes_done += 1
             self.successes += live.success
+            self.last_trial[live.task.task_id] = live.trial
+            if live.success:
+                self.solved.add(live.task.task_id)
         written = queries.append_trials(self.lake, trials, steps, list(reflected.values()))
         for name, n in written.items():
             self.written[name] += n
+        self._log_rounds()
+
+    def _log_rounds(self) -> None:
+        """Log the success rate after trial i as soon as every task is past it (solved, or trial i done)."""
+        n = len(self.spec.task_ids)
+        while self.rounds_logged < self.spec.trials:
+            i = self.rounds_logged
+            if not all(t in self.solved or self.last_trial.get(t, -1) >= i for t in self.spec.task_ids):
+                return
+            log.info("run %s: success after trial %d: %d/%d", self.spec.run_id, i, len(self.solved_by(i)), n)
+            self.rounds_logged += 1
+
+    def solved_by(self, trial: int) -> set[str]:
+        """Tasks solved at or before `trial` (a task stops at its first success, so its last trial)."""
+        return {t for t in self.solved if self.last_trial[t] <= trial}
 
     def _report(self, started: float) -> None:
         elapsed = time.perf_counter() - started
