@@ -46,6 +46,7 @@ class ModelSettings(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     context_window: int = Field(2048, ge=256)  # prompt tokens kept; older trajectory steps are dropped
     batch_size: int = Field(16, ge=1)  # prompts per generate call (local backend)
+    prefix_cache_tokens: int = Field(64, ge=0)  # local backend: shared prompt prefixes this long are prefilled once (0: off)
     concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
     timeout_s: float = Field(60.0, gt=0)
     retries: int = Field(3, ge=0)

@@ -240,3 +240,34 @@ def test_auto_dtype_is_bf16_only_where_it_is_native(monkeypatch):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True})
     assert hf.resolve_dtype("auto", "cpu") == torch.bfloat16
     assert hf.resolve_device("cpu") == "cpu"
+
+
+SHARED = "Solve the task by interleaving Thought, Action and Observation steps. " * 12  # ~150 tokens
+FAMILY = [SHARED + q for q in ("Question: who wrote Hamlet?", ("Question: where is Kyoto, and how far is it from "
+                               "the sea?"), "Question: 2 + 2?")]
+
+
+def test_prefix_cache_gives_the_same_completions(tiny_model_dir, fresh_bases):
+    params = GenParams(max_new_tokens=12)
+    without = HFBackend(tiny_model_dir, FP32.model_copy(update={"prefix_cache_tokens": 0})).generate(FAMILY, params)
+    release_bases()
+    llm = HFBackend(tiny_model_dir, FP32)
+    first = llm.generate(FAMILY, params)  # builds the shared prefix's cache
+    again = llm.generate(FAMILY[::-1], params)  # reuses it
+    alone = llm.generate(FAMILY[1:2], params)  # a batch of one reuses it too
+    assert len(llm.shared.prefixes.entries) == 1 and llm.shared.prefixes.hits == 2
+    assert first.texts == without.texts
+    assert again.texts == without.texts[::-1]
+    assert alone.texts == without.texts[1:2]
+    assert first.prompt_tokens == without.prompt_tokens  # accounting counts the whole prompt
+
+
+def test_prefix_cache_is_per_adapter(tiny_model_dir, lora_dir, fresh_bases):
+    params = GenParams(max_new_tokens=12)
+    base = HFBackend(tiny_model_dir, FP32)
+    adapted = HFBackend(tiny_model_dir, FP32, adapter_path=lora_dir)
+    plain = HFBackend(tiny_model_dir, FP32.model_copy(update={"prefix_cache_tokens": 0}), adapter_path=lora_dir)
+    reference = plain.generate(FAMILY, params).texts
+    base.generate(FAMILY, params)
+    assert adapted.generate(FAMILY, params).texts == reference  # not the base model's cached keys
+    assert {name for name, _ in base.shared.prefixes.entries} == {None, adapted.adapter}

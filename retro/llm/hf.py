@@ -23,6 +23,7 @@ import torch
 from retro.config import ModelSettings
 from retro.errors import ModelNotFoundError
 from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop
+from retro.llm.prefix_cache import PrefixCache, batch_after_prefix
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class SharedBase:
     adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> peft adapter name
     lock: threading.Lock = field(default_factory=threading.Lock)
     stops: dict[tuple[str, ...], Any] = field(default_factory=dict)  # stop strings -> StopStringCriteria
+    prefixes: PrefixCache = field(default_factory=PrefixCache)  # shared prompt prefixes, prefilled once
 
     def stop_criteria(self, stop: tuple[str, ...]) -> Any:
         """transformers' `stop_strings` criterion, built once per stop tuple: building it scans the whole
@@ -283,7 +285,6 @@ class HFBackend:
         from transformers import StoppingCriteriaList
 
         tok = self.tokenizer
-        batch = tok.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
         sample = params.temperature > 0
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": sample}
         if sample:
@@ -291,13 +292,13 @@ class HFBackend:
         with self.shared.lock, self._adapter_context(), torch.inference_mode():
             if params.stop:
                 kwargs["stopping_criteria"] = StoppingCriteriaList([self.shared.stop_criteria(params.stop)])
+            input_ids, attention_mask, cache = self._inputs(ids)
+            if cache is not None:
+                kwargs["cache"] = cache
             out = self.shared.model.generate(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                pad_token_id=tok.pad_token_id,
-                **kwargs,
+                input_ids=input_ids, attention_mask=attention_mask, pad_token_id=tok.pad_token_id, **kwargs
             )
-        new = out[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
+        new = out[:, input_ids.shape[1] :]  # (B, new tokens)
         ends = {tok.pad_token_id, *_eos_ids(self.base_model, tok)}
         texts, counts = [], []
         for row in new.tolist():
@@ -305,6 +306,21 @@ class HFBackend:
             texts.append(cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), params.stop))
             counts.append(n)
         return texts, counts
+
+
+    def _inputs(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Left-padded inputs, or inputs that continue a cached shared prefix (input_ids, mask, cache)."""
+        min_tokens = self.settings.prefix_cache_tokens
+        found = None
+        if min_tokens:
+            prefixes = self.shared.prefixes
+            found = prefixes.find(self.adapter, ids)
+            if found is None and len(ids) > 1:  # a batch shows what its prompts share; a lone prompt does not
+                found = prefixes.build(self.shared.model, self.adapter, ids, min_tokens)
+        if found is not None:
+            return batch_after_prefix(ids, *found, pad_id=self.tokenizer.pad_token_id, device=self.device)
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
+        return batch["input_ids"], batch["attention_mask"], None
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
