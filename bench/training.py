@@ -1,8 +1,8 @@
 """Training cost of the retrospective model: seconds per SFT step, reward-model step and PPO update,
-and each stage's peak memory, on the embedded SmolLM2-135M (or any HF folder), on this machine.
+and each stage's peak memory, on the embedded SmolLM2-135M (or any HF folder), on this machine. `just bench` calls run(quick).
 
-    .venv/bin/python bench/bench_train.py                      # embedded model, default batch and lengths
-    .venv/bin/python bench/bench_train.py --threads 1 --rows 8 # one torch thread (shared machines)
+    .venv/bin/python bench/training.py                      # embedded model, default batch and lengths
+    .venv/bin/python bench/training.py --threads 1 --rows 8 # one torch thread (shared machines)
 
 A cut-down version of the real path (nanoGPT's bench.py habit): synthetic reflections of realistic
 length go into a fresh lake, then the real train_sft / train_reward_model / train_ppo run, each in its
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,7 +96,7 @@ def run_stage(args) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded", help="retrospective model: 'embedded' or an HF folder")
     parser.add_argument("--home", default=None, help="RETRO_HOME to use (default: a temp dir; the embedded "
@@ -111,12 +111,25 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(STAGES), help="stages to time, e.g. ppo (with --home of a "
                         "run that trained sft and rm)")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
 
+
+def run(quick: bool) -> list[str]:
+    """`just bench`'s entry: quick = 8 rows, one PPO update of one epoch."""
+    argv = ["--rows", "8", "--updates", "1", "--ppo-epochs", "1"] if quick else ["--rows", "16"]
+    return measure(parser().parse_args(argv))
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.stage:  # child process: one stage, JSON on the last line
         print(json.dumps(run_stage(args)))
         return
+    print("\n".join(measure(args)))
 
+
+def measure(args) -> list[str]:
+    """Fill a lake with synthetic rated reflections, then time each stage in its own process."""
     from retro.config import load_settings
     from retro.store import Lake
 
@@ -144,24 +157,28 @@ def main() -> None:
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("stage", "only") and v is not None]
         out = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
-            sys.exit(f"{stage} failed:\n{out.stderr[-3000:]}")
+            raise RuntimeError(f"{stage} failed:\n{out.stderr[-3000:]}")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
+    if fresh:
+        shutil.rmtree(home, ignore_errors=True)
     import torch
     import transformers
     import trl
 
     what = {"sft": "SFT step", "rm": "reward-model step", "ppo": "PPO update"}
-    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}.")
-    print(f"Model: {args.model}; fp32 training, LoRA r={settings.train.lora_r}; batch {args.batch}; "
-          f"prompt {prompt_tokens} tokens; PPO: {args.new_tokens} new tokens, {args.ppo_epochs} PPO epochs per update.")
-    print(f"Command: `.venv/bin/python bench/bench_train.py {' '.join(sys.argv[1:])}` (home {home})\n")
-    print("| stage | s per step | steps | stage wall s | peak RSS MB | torch threads |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {what[r['stage']]} | {r['seconds_per_step']:.2f} | {r['steps']} | {r['wall_s']} | "
-              f"{r['peak_rss_mb']} | {r['threads']} |")
+    lines = ["| stage | s per step | steps | stage wall s | peak RSS MB | torch threads |", "|---|---|---|---|---|---|"]
+    lines += [f"| {what[r['stage']]} | {r['seconds_per_step']:.2f} | {r['steps']} | {r['wall_s']} | "
+              f"{r['peak_rss_mb']} | {r['threads']} |" for r in rows]
+    by = {r["stage"]: r for r in rows}
+    if {"sft", "ppo"} <= by.keys():
+        lines.append(f"\n**A PPO update costs {by['ppo']['seconds_per_step'] / by['sft']['seconds_per_step']:.1f}x an "
+                     f"SFT step and peaks at {by['ppo']['peak_rss_mb'] / by['sft']['peak_rss_mb']:.1f}x its memory.** "
+                     f"Model {Path(args.model).name}, fp32, LoRA r={settings.train.lora_r}, batch {args.batch}, "
+                     f"prompt {prompt_tokens} tokens; PPO: {args.new_tokens} new tokens, {args.ppo_epochs} PPO "
+                     f"epochs per update; torch {torch.__version__}, transformers {transformers.__version__}, "
+                     f"trl {trl.__version__}.")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""Orchestration overhead: the rollout and label flows on Prefect vs the same functions called directly."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from common import fresh_settings
+
+
+def run(quick: bool) -> list[str]:
+    """The same scripted rollout + label through Prefect flows and as plain calls, alternated (the median
+    of `rounds` each), so warm-up and a busy machine's noise fall on both sides alike."""
+    import statistics
+
+    import toyenv
+    from prefect.testing.utilities import prefect_test_harness
+
+    import retro.agent.rollout as rollout_module
+    from flows.label import label_flow
+    from flows.rollout import rollout_flow
+    from retro.agent.rating import rate_reflections
+    from retro.envs import ENVS
+    from retro.store import Lake
+
+    ENVS["toy"] = "toyenv:ToyEnv"
+    rollout_module.load_models = lambda *a, **k: toyenv.models()
+    tasks, rounds = (6, 2) if quick else (12, 3)
+    direct, flows = [], []
+    with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
+        settings = fresh_settings(Path(tmp))
+        lake = Lake(settings)
+        rollout_flow(env="toy", split="eval", mode="reflexion", tasks=1, trials=1, tag="warm-up")
+        for i in range(rounds):
+            start = time.perf_counter()
+            rollout_module.rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=tasks,
+                                   trials=3, tag=f"direct-{i}", models=toyenv.models())
+            rate_reflections(lake, f"direct-{i}")
+            direct.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            rollout_flow(env="toy", split="eval", mode="reflexion", tasks=tasks, trials=3, tag=f"prefect-{i}")
+            label_flow(version=f"prefect-{i}")
+            flows.append(time.perf_counter() - start)
+    t_direct, t_flow = statistics.median(direct), statistics.median(flows)
+    return ["| path | median wall s | runs |", "|---|---|---|",
+            f"| direct calls | {t_direct:.2f} | {', '.join(f'{x:.2f}' for x in direct)} |",
+            f"| Prefect flows | {t_flow:.2f} | {', '.join(f'{x:.2f}' for x in flows)} |",
+            (f"\n**Prefect overhead: {(t_flow - t_direct) / t_flow:.0%} of the flow's wall time** on a scripted "
+             f"rollout + label ({tasks} toy tasks x 3 trials, lake writes included, median of {rounds} alternated "
+             "runs); a real model's rollout takes minutes, so there the overhead is a far smaller fraction.")]
