@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 
 from flows.evaluate import evaluate_task
 from flows.label import label_task
-from flows.rollout import rollout_task
+from flows.rollout import run_rollout
 from flows.train import train_task
 
 
@@ -27,7 +27,8 @@ def nightly_flow(env: str | None = None, tasks: int | None = None, trials: int |
     log = get_run_logger()
     tag = tag or datetime.now(UTC).strftime("nightly-%Y-%m-%d")
     # "auto": the promoted adapter (retroformer mode), or the base model (reflexion) before any promotion
-    collected = rollout_task(env, "train", "auto", tasks, trials, None, tag, overrides)
+    # one rollout task, or a fan-out over Dask workers when settings rollout.workers > 1
+    collected = run_rollout(env, "train", "auto", tasks, trials, None, tag, overrides=overrides)
     rated = label_task(None, overrides)
     trained = train_task(overrides)  # builds the data sets at one snapshot, then sft -> rm -> ppo
     datasets = trained["datasets"]

@@ -1,16 +1,28 @@
-"""Rollout: N tasks x K trials of one mode into the lake.
+"""Rollout: N tasks x K trials of one mode into the lake, in this process or fanned out over Dask workers.
 
-    python -m flows.rollout            (or: prefect deployment run 'rollout/rollout')
+    python -m flows.rollout            (or: prefect deployment run 'rollout/rollout' -p workers=4)
+
+With `workers` > 1 (or settings rollout.workers) the tasks are split into shards; each Dask worker runs
+the batched runner on its shard into Parquet files, and one commit step adds them to the lake. The Dask
+cluster is a local one of `workers` processes, or the scheduler at settings rollout.dask_address.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 
 from flows.common import current_flow_run_id, open_lake, retry_transient
 from retro.agent.rollout import rollout
+from retro.agent.shards import ShardPlan, ShardResult, commit_shards, plan_shards, run_shard
+from retro.config import Settings
+
+
+def _summary(result) -> dict[str, Any]:
+    get_run_logger().info("run %s: success by trial %s, %s new rows, %.1f tok/s", result.run_id,
+                          [round(x, 3) for x in result.success_by_trial], result.written, result.tokens_per_second)
+    return {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written}
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_transient)
@@ -21,17 +33,70 @@ def rollout_task(env: str | None = None, split: str | None = None, mode: str | N
     settings, lake = open_lake(overrides)
     result = rollout(settings, lake, env=env, split=split, mode=mode, tasks=tasks, trials=trials,
                      adapter=adapter, tag=tag, flow_run_id=current_flow_run_id())
-    get_run_logger().info("run %s: success by trial %s, %s new rows, %.1f tok/s", result.run_id,
-                          [round(x, 3) for x in result.success_by_trial], result.written, result.tokens_per_second)
-    return {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written}
+    return _summary(result)
+
+
+# -- fan-out ----------------------------------------------------------------------------------------------
+@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
+def plan_shards_task(workers: int, env: str | None, split: str | None, mode: str | None, tasks: int | None,
+                     trials: int | None, adapter: str | None, tag: str,
+                     overrides: dict[str, Any] | None = None) -> ShardPlan:
+    settings, lake = open_lake(overrides)
+    return plan_shards(settings, lake, workers, env=env, split=split, mode=mode, tasks=tasks, trials=trials,
+                       adapter=adapter, tag=tag)
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_transient)
+def rollout_shard_task(plan: ShardPlan, index: int, flow_run_id: str | None) -> ShardResult:
+    """One shard on one Dask worker, into Parquet files; reads the lake, never writes it."""
+    return run_shard(plan, index, flow_run_id)
+
+
+@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
+def commit_shards_task(plan: ShardPlan, results: list[ShardResult],
+                       overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    settings, lake = open_lake(overrides)
+    return _summary(commit_shards(settings, lake, plan, results))
+
+
+@flow(name="rollout-fanout")
+def rollout_fanout_flow(workers: int, env: str | None = None, split: str | None = None, mode: str | None = None,
+                        tasks: int | None = None, trials: int | None = None, adapter: str | None = None,
+                        tag: str = "", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Plan shards here, run them on the flow's task runner (Dask), commit them here in one transaction."""
+    plan = plan_shards_task(workers, env, split, mode, tasks, trials, adapter, tag, overrides)
+    shards = rollout_shard_task.map(unmapped(plan), range(len(plan.shards)), unmapped(current_flow_run_id()))
+    return commit_shards_task(plan, [shard.result() for shard in shards], overrides)
+
+
+def dask_task_runner(settings: Settings, workers: int):
+    """The scheduler at rollout.dask_address, else a local cluster of `workers` single-threaded processes."""
+    from prefect_dask import DaskTaskRunner  # the `scale` extra; only fan-outs need it
+
+    if settings.rollout.dask_address:
+        return DaskTaskRunner(address=settings.rollout.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+def run_rollout(env: str | None = None, split: str | None = None, mode: str | None = None,
+                tasks: int | None = None, trials: int | None = None, adapter: str | None = None,
+                tag: str = "", workers: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Inside a flow: one rollout task, or the fan-out subflow when more than one worker is asked for."""
+    settings, _ = open_lake(overrides)
+    workers = workers or settings.rollout.workers
+    if workers <= 1:
+        return rollout_task(env, split, mode, tasks, trials, adapter, tag, overrides)
+    fanout = rollout_fanout_flow.with_options(task_runner=dask_task_runner(settings, workers))
+    return fanout(workers, env, split, mode, tasks, trials, adapter, tag, overrides)
 
 
 @flow(name="rollout")
 def rollout_flow(env: str | None = None, split: str | None = None, mode: str | None = None,
                  tasks: int | None = None, trials: int | None = None, adapter: str | None = None,
-                 tag: str = "", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                 tag: str = "", workers: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Roll out one mode on one split; None parameters come from the settings."""
-    return rollout_task(env, split, mode, tasks, trials, adapter, tag, overrides)
+    return run_rollout(env, split, mode, tasks, trials, adapter, tag, workers, overrides)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +64,8 @@ class RolloutSettings(Section):
     hotpotqa_return: Literal["em", "f1"] = "em"  # em = the paper's 0/1 return; f1 is denser for small actors
     adapter: str | None = None  # retroformer mode: model_id of the adapter; None = the promoted one
     seed: int = 0
+    workers: int = Field(1, ge=1)  # >1: the tasks are split into this many shards, run by Dask workers
+    dask_address: str | None = None  # None = a local Dask cluster of `workers` processes; or tcp://scheduler:8786
 
 
 class LabelSettings(Section):
@@ -137,7 +140,8 @@ class Settings(BaseSettings):
     preset: Literal["default", "tiny", "paper"] = "default"
     home: Path = Path(".retro")  # everything this tool writes: lake, models, Prefect home, reports
     lake_catalog: str | None = None  # None = $home/lake/catalog.ducklake; or "postgres:dbname=... host=..."
-    lake_data_path: str | None = None  # None = $home/lake/data/; or an object-store URL
+    lake_data_path: str | None = None  # None = $home/lake/data/; a shared folder or object-store URL
+    lake_staging_path: str | None = None  # None = $home/staging/; where rollout shards leave Parquet (shared folder)
     lake_lock_timeout_s: float = Field(120.0, gt=0)  # writers queue this long for the lake, then fail
     actor: ModelSettings = ModelSettings()
     retrospective: ModelSettings = ModelSettings(max_new_tokens=96)
@@ -186,12 +190,25 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         return self.home / "cache"
 
+    @property
+    def staging_dir(self) -> Path:
+        return Path(self.lake_staging_path) if self.lake_staging_path else self.home / "staging"
+
     def config_json(self) -> str:
-        """Canonical JSON of the resolved settings (sorted keys), as stored in `runs.config`."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Canonical JSON of the resolved settings (sorted keys, no password), as stored in `runs.config`."""
+        data = self.model_dump(mode="json")
+        if data["lake_catalog"]:
+            data["lake_catalog"] = redact_password(data["lake_catalog"])
+        return json.dumps(data, sort_keys=True)
 
     def config_hash(self) -> str:
         return hashlib.sha256(self.config_json().encode()).hexdigest()[:16]
+
+
+def redact_password(text: str) -> str:
+    """A connection string (libpq URI or `key=value` form) with its password replaced by ***."""
+    text = re.sub(r"(?i)(\bpassword\s*=\s*)('[^']*'|\S+)", r"\1***", text)
+    return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
 def _describe(err: ValidationError) -> str:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -109,14 +109,20 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 
 class Runner:
-    """Runs one RolloutSpec against one environment with an actor (and a retrospective model)."""
+    """Runs one RolloutSpec against one environment with an actor (and a retrospective model).
+
+    `shard`: run only these of the spec's tasks, under the spec's run id, and leave the run's end to
+    whoever commits the shards (retro.agent.shards).
+    """
 
     def __init__(self, lake: Lake, env: Environment, actor: LLM, retro: LLM | None, spec: RolloutSpec,
                  flow_run_id: str | None = None, config_json: str = "{}", config_hash: str = "",
-                 code_version: str = "", progress: ProgressFn | None = None):
+                 code_version: str = "", progress: ProgressFn | None = None, shard: Sequence[str] | None = None):
         if spec.reflects and retro is None:
             raise ValueError(f"mode {spec.mode} needs a retrospective model")
         self.lake, self.env, self.actor, self.retro, self.spec = lake, env, actor, retro, spec
+        self.shard = tuple(shard) if shard is not None else None
+        self.task_ids = self.shard if self.shard is not None else spec.task_ids
         self.flow_run_id, self.config_json, self.config_hash = flow_run_id, config_json, config_hash
         self.code_version = code_version
         self.progress = progress or (lambda event: None)
@@ -132,12 +138,12 @@ class Runner:
     # -- setup -------------------------------------------------------------------------------------------
     def _tasks(self) -> dict[str, Task]:
         by_id = {t.task_id: t for t in self.env.load_tasks(self.spec.split)}
-        missing = [t for t in self.spec.task_ids if t not in by_id]
+        missing = [t for t in self.task_ids if t not in by_id or t not in self.spec.task_ids]
         if missing:
             from retro.errors import UnknownEnvError
 
             raise UnknownEnvError(f"unknown {self.spec.env} task ids in split {self.spec.split}: {missing[:3]}")
-        return {t: by_id[t] for t in self.spec.task_ids}
+        return {t: by_id[t] for t in self.task_ids}
 
     def _record_start(self) -> None:
         s = self.spec
@@ -156,7 +162,7 @@ class Runner:
         trials = queries.committed_trials(self.lake, self.spec.run_id)
         reflections = queries.committed_reflections(self.lake, self.spec.run_id)
         todo: dict[str, tuple[int, list[str]]] = {}
-        for task_id in self.spec.task_ids:
+        for task_id in self.task_ids:
             mine = trials.filter(trials["task_id"] == task_id)
             if mine.height:
                 self.last_trial[task_id] = int(mine["trial"].max())
@@ -331,10 +337,10 @@ class Runner:
 
     def _log_rounds(self) -> None:
         """Log the success rate after trial i as soon as every task is past it (solved, or trial i done)."""
-        n = len(self.spec.task_ids)
+        n = len(self.task_ids)
         while self.rounds_logged < self.spec.trials:
             i = self.rounds_logged
-            if not all(t in self.solved or self.last_trial.get(t, -1) >= i for t in self.spec.task_ids):
+            if not all(t in self.solved or self.last_trial.get(t, -1) >= i for t in self.task_ids):
                 return
             log.info("run %s: success after trial %d: %d/%d", self.spec.run_id, i, len(self.solved_by(i)), n)
             self.rounds_logged += 1
@@ -346,18 +352,19 @@ class Runner:
     def _report(self, started: float) -> None:
         elapsed = time.perf_counter() - started
         self.progress({"episodes_done": self.episodes_done, "successes": self.successes,
-                       "n_tasks": len(self.spec.task_ids), "max_episodes": len(self.spec.task_ids) * self.spec.trials,
+                       "n_tasks": len(self.task_ids), "max_episodes": len(self.task_ids) * self.spec.trials,
                        "completion_tokens": self.tokens[1],
                        "tokens_per_second": self.tokens[1] / elapsed if elapsed else 0.0})
 
     def _finish(self, started: float) -> RunResult:
         trials = queries.committed_trials(self.lake, self.spec.run_id)
-        curve = success_by_trial(trials, len(self.spec.task_ids), self.spec.trials)
+        curve = success_by_trial(trials, len(self.task_ids), self.spec.trials)
         seconds = time.perf_counter() - started
-        result = RunResult(self.spec.run_id, len(self.spec.task_ids), self.spec.trials, curve, dict(self.written),
+        result = RunResult(self.spec.run_id, len(self.task_ids), self.spec.trials, curve, dict(self.written),
                            self.tokens[0], self.tokens[1], seconds)
-        queries.record_run_end(self.lake, self.spec.run_id, "completed",
-                               {"success_by_trial": curve, "written": result.written})
+        if self.shard is None:
+            queries.record_run_end(self.lake, self.spec.run_id, "completed",
+                                   {"success_by_trial": curve, "written": result.written})
         log.info("run %s: success by trial %s (%d new trials, %.1f tok/s)", self.spec.run_id,
                  " ".join(f"{x:.2f}" for x in curve), self.written["trials"], result.tokens_per_second)
         return result

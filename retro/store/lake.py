@@ -7,10 +7,13 @@ readers shared), because a DuckDB catalog file admits one writing process at a t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import importlib.util
 import logging
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -19,12 +22,15 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from retro.config import Settings
-from retro.errors import LakeBusyError, LakeError
+from retro.config import Settings, redact_password
+from retro.errors import ConfigError, LakeBusyError, LakeError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_SQL = Path(__file__).with_name("schema.sql")
+
+# Data paths DuckDB reaches through httpfs (credentials: DuckDB secrets, e.g. CREATE PERSISTENT SECRET).
+OBJECT_STORES = ("s3://", "s3a://", "gs://", "gcs://", "r2://", "http://", "https://")
 
 # The key of every table: a write skips rows whose key is already stored.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -43,13 +49,29 @@ KEYS: dict[str, tuple[str, ...]] = {
 
 
 # -- extensions ----------------------------------------------------------------------------------------
+# DuckDB finds an extension's entry point by its file name; duckdb-extension-postgres ships the
+# `postgres_scanner` extension as postgres.duckdb_extension, so it is loaded through a link named right.
+_FILE_NAMES = {"postgres": "postgres_scanner"}
+_LINK_DIR: list[Path] = []  # this process's private folder of such links (removed at exit)
+
+
 def _pip_extension_file(name: str) -> Path | None:
     """The extension file shipped by the pip package duckdb-extension-<name>, for this duckdb version."""
     spec = importlib.util.find_spec(f"duckdb_extension_{name}")
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-    return path if path.exists() else None
+    if not path.exists():
+        return None
+    if name not in _FILE_NAMES:
+        return path
+    if not _LINK_DIR:
+        _LINK_DIR.append(Path(tempfile.mkdtemp(prefix="retro-duckdb-ext-")))
+        atexit.register(shutil.rmtree, _LINK_DIR[0], True)
+    link = _LINK_DIR[0] / f"{_FILE_NAMES[name]}.duckdb_extension"
+    if not link.exists():
+        link.symlink_to(path)
+    return link
 
 
 _HOW_LOADED: dict[str, str] = {}  # extension -> the LOAD target that worked in this process
@@ -109,6 +131,42 @@ def _file_lock(path: Path, exclusive: bool, timeout_s: float) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# Every writer of a PostgreSQL catalog takes this lock first. DuckLake merges two concurrent appends to
+# one table, so two writers could both find a key missing and both insert it; taking turns keeps the
+# keys checked. A session lock, held by its own connection: closing that connection releases it.
+_PG_WRITER_LOCK = "SELECT pg_try_advisory_lock(hashtext('retro.lake.writer'))"
+
+
+@contextlib.contextmanager
+def _pg_lock(dsn: str, timeout_s: float) -> Iterator[None]:
+    con = duckdb.connect()
+    try:
+        load_extension(con, "postgres")
+        try:
+            con.execute(f"ATTACH {_quote(dsn)} AS catalog_lock (TYPE postgres, READ_ONLY)")
+            deadline = time.monotonic() + timeout_s
+            while not con.execute("SELECT * FROM postgres_query('catalog_lock', ?)", [_PG_WRITER_LOCK]).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise LakeBusyError(
+                        f"lake is busy: another process has been writing the catalog for over {timeout_s:.0f}s; "
+                        "wait for it to finish or raise RETRO_LAKE_LOCK_TIMEOUT_S"
+                    )
+                time.sleep(0.05)
+        except duckdb.Error as err:
+            raise LakeError(
+                f"cannot reach the PostgreSQL catalog {redact_password(dsn)} "
+                f"({redact_password(str(err).splitlines()[0])}): check that the server is up and RETRO_LAKE_CATALOG"
+            ) from None
+        yield
+    finally:
+        con.close()
+
+
+def _quote(text: str) -> str:
+    """A SQL string literal (ATTACH takes no bound parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _df(rows: pl.DataFrame | Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     return rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
 
@@ -116,19 +174,46 @@ def _df(rows: pl.DataFrame | Sequence[Mapping[str, Any]]) -> pl.DataFrame:
 class Lake:
     """Handle on one lake. Cheap to create; every method opens and closes its own connection."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, create: bool = True):
+        """`create=False`: never create tables (the lake must exist), so a reader never writes."""
         self.settings = settings
         self.dir = settings.lake_dir
         self.catalog = settings.lake_catalog or str(self.dir / "catalog.ducklake")
+        self.shared_catalog = self.catalog.startswith(("postgres:", "postgresql:"))
+        if self.shared_catalog and not settings.lake_data_path:
+            raise ConfigError(
+                "RETRO_LAKE_CATALOG is a PostgreSQL catalog, so the data files must be shared too: set "
+                "RETRO_LAKE_DATA_PATH to a folder every machine sees, or an object store (s3://bucket/lake/)"
+            )
         self.data_path = settings.lake_data_path or str(self.dir / "data") + "/"
-        self.shared_catalog = self.catalog.startswith(("postgres:", "postgresql://"))
-        self._initialised = False
+        self._initialised = not create
 
     # -- connections -------------------------------------------------------------------------------------
+    @property
+    def catalog_dsn(self) -> str:
+        """The libpq connection string of a PostgreSQL catalog: a URI, or `dbname=... host=...`."""
+        if self.catalog.startswith(("postgres://", "postgresql://")):
+            return self.catalog
+        return self.catalog.split(":", 1)[1]
+
+    @property
+    def catalog_label(self) -> str:
+        """The catalog for messages, without a password."""
+        return redact_password(self.catalog)
+
     def _attach_target(self) -> str:
-        if self.catalog.startswith("postgresql://"):
-            return "ducklake:postgres:" + self.catalog
+        if self.shared_catalog:
+            return "ducklake:postgres:" + self.catalog_dsn
         return "ducklake:" + self.catalog
+
+    def _extensions(self) -> list[str]:
+        """ducklake, plus postgres for a PostgreSQL catalog, plus httpfs for an object-store data path."""
+        names = ["ducklake"]
+        if self.shared_catalog:
+            names.append("postgres")
+        if self.data_path.startswith(OBJECT_STORES):
+            names.append("httpfs")
+        return names
 
     @contextlib.contextmanager
     def connect(self, write: bool = False, snapshot: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -143,22 +228,21 @@ class Lake:
                 con.close()
 
     def _lock(self, write: bool) -> contextlib.AbstractContextManager[None]:
-        if self.shared_catalog:  # PostgreSQL arbitrates; DuckLake retries conflicting commits
-            return contextlib.nullcontext()
+        if self.shared_catalog:  # readers see a consistent snapshot; writers take turns (see _pg_lock)
+            return _pg_lock(self.catalog_dsn, self.settings.lake_lock_timeout_s) if write else contextlib.nullcontext()
         return _file_lock(self.dir / ".lock", exclusive=write, timeout_s=self.settings.lake_lock_timeout_s)
 
     def _open(self, write: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()
         try:
-            load_extension(con, "ducklake")
-            if self.shared_catalog:
-                load_extension(con, "postgres")
-            options = [f"DATA_PATH '{self.data_path}'", "DATA_INLINING_ROW_LIMIT 0"]
+            for name in self._extensions():
+                load_extension(con, name)
+            options = [f"DATA_PATH {_quote(self.data_path)}", "DATA_INLINING_ROW_LIMIT 0"]
             if not write:
                 options.append("READ_ONLY")
             if snapshot is not None:
                 options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
-            con.execute(f"ATTACH '{self._attach_target()}' AS lake ({', '.join(options)})")
+            con.execute(f"ATTACH {_quote(self._attach_target())} AS lake ({', '.join(options)})")
         except LakeError:
             con.close()
             raise
@@ -168,11 +252,17 @@ class Lake:
         return con
 
     def _open_error(self, err: duckdb.Error, snapshot: int | None) -> LakeError:
-        text = str(err).splitlines()[0]
+        text = redact_password(str(err).splitlines()[0])
         if snapshot is not None and "snapshot" in text.lower():
             return LakeError(f"lake snapshot {snapshot} does not exist: list them with `retro lake snapshots`")
+        if "does not match existing data path" in text:
+            return LakeError(f"RETRO_LAKE_DATA_PATH={self.data_path} is not where this catalog keeps its data ({text}): "
+                             "set RETRO_LAKE_DATA_PATH to the catalog's data path")
+        if self.shared_catalog:
+            return LakeError(f"cannot open the lake catalog {self.catalog_label} ({text}): check that PostgreSQL "
+                             "is up and RETRO_LAKE_CATALOG names an existing database (password: PGPASSWORD or ~/.pgpass)")
         return LakeError(
-            f"cannot open the lake catalog {self.catalog} ({text}): it is corrupt or not a DuckLake catalog; "
+            f"cannot open the lake catalog {self.catalog_label} ({text}): it is corrupt or not a DuckLake catalog; "
             "restore it from a backup (README, Operations) or move it away to start a new lake"
         )
 
@@ -191,7 +281,7 @@ class Lake:
                 views.create_views(con)
                 con.execute("COMMIT")
             except duckdb.Error as err:
-                raise LakeError(f"cannot create the lake tables in {self.catalog}: {err}") from None
+                raise LakeError(f"cannot create the lake tables in {self.catalog_label}: {err}") from None
             finally:
                 con.close()
         self._initialised = True
