@@ -1,0 +1,134 @@
+"""Crash and resume: a rollout SIGKILLed in a subprocess, then resumed, ends with exactly the rows of an
+uninterrupted run (same keys and values, no duplicates, no gaps), and every kill leaves only whole commits.
+
+The rollout is tests/crashkit.py (toy env, scripted models that take a little time per call).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import crashkit
+import polars as pl
+import pytest
+
+from retro.config import load_settings
+from retro.store import KEYS, Lake
+
+CRASHKIT = Path(crashkit.__file__)
+TABLES = ("runs", "tasks", "trials", "steps", "reflections", "run_ends")
+# What may differ between two runs of the same spec: timings, timestamps, and the config (other home).
+VOLATILE = {"seconds", "created_at", "started_at", "finished_at", "config", "config_hash"}
+
+
+def lake_at(home: Path) -> Lake:
+    return Lake(load_settings(home=home, preset="tiny"))
+
+
+def rows(lake: Lake) -> dict[str, pl.DataFrame]:
+    """Every table's rows without the volatile columns, sorted."""
+    out = {}
+    with lake.connect() as con:
+        for name in TABLES:
+            df = con.execute(f"SELECT * FROM lake.{name}").pl()
+            df = df.drop([c for c in df.columns if c in VOLATILE])
+            if name == "run_ends":  # its "written" counts are the last invocation's; the curve is the run's
+                df = df.with_columns(pl.col("summary").str.json_path_match("$.success_by_trial"))
+            out[name] = df.sort(df.columns)
+    return out
+
+
+def assert_whole_commits(lake: Lake) -> None:
+    """What a crash may leave: fewer trials, never half of one, and never a key twice."""
+    for name in TABLES:
+        keys = ", ".join(KEYS[name])
+        dupes = lake.read(f"SELECT {keys}, count(*) AS n FROM lake.{name} GROUP BY ALL HAVING n > 1")
+        assert dupes.is_empty(), f"duplicate keys in {name}:\n{dupes}"
+    broken = lake.read("""
+        SELECT t.task_id, t.trial, t.n_steps, count(s.step) AS stored
+        FROM lake.trials t LEFT JOIN lake.steps s USING (run_id, task_id, trial)
+        GROUP BY ALL HAVING t.n_steps <> count(s.step)""")
+    assert broken.is_empty(), f"trials without all their steps:\n{broken}"
+    orphans = lake.read("""
+        SELECT s.task_id, s.trial FROM lake.steps s ANTI JOIN lake.trials t USING (run_id, task_id, trial)
+        UNION ALL
+        SELECT f.task_id, f.trial FROM lake.reflections f ANTI JOIN lake.trials t USING (run_id, task_id, trial)""")
+    assert orphans.is_empty(), f"steps or reflections of a trial that is not stored:\n{orphans}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, pl.DataFrame]:
+    """The rows of an uninterrupted run (in this process: the same code, the same run id)."""
+    home = tmp_path_factory.mktemp("uninterrupted")
+    crashkit.run(home)
+    lake = lake_at(home)
+    assert_whole_commits(lake)
+    return rows(lake)
+
+
+def start(home: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRO_")}
+    return subprocess.Popen([sys.executable, str(CRASHKIT), str(home), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env | {"OMP_NUM_THREADS": "1"})
+
+
+def resume_to_the_end(home: Path) -> None:
+    proc = start(home)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert out.rstrip().endswith("done")
+
+
+def assert_same_rows(home: Path, reference: dict[str, pl.DataFrame]) -> None:
+    lake = lake_at(home)
+    assert_whole_commits(lake)
+    got = rows(lake)
+    for name in TABLES:
+        assert reference[name].height > 0, name
+        assert got[name].equals(reference[name]), f"{name} differs:\n{got[name]}\nexpected:\n{reference[name]}"
+
+
+@pytest.mark.slow
+def test_sigkill_three_times_at_random_points_then_resume(tmp_path, reference):
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    home = tmp_path / "crashed"
+    kills = []
+    for _ in range(3):
+        proc = start(home, "--delay", "0.05")
+        wait_for = rng.randint(0, 4)  # commits to see go by (0: kill during start-up or the first trials)
+        for _ in range(wait_for):
+            if not proc.stdout.readline():
+                break
+        time.sleep(rng.uniform(0.0, 0.4))  # anywhere: between commits, inside one, while generating
+        kills.append({"after_progress_lines": wait_for, "still_running": proc.poll() is None})
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        if (home / "lake" / "catalog.ducklake").exists():
+            assert_whole_commits(lake_at(home))
+    assert any(k["still_running"] for k in kills), f"no kill landed mid-run (seed {seed}): {kills}"
+    resume_to_the_end(home)
+    assert_same_rows(home, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("commit", [1, 3])
+def test_sigkill_inside_a_commit_then_resume(tmp_path, reference, commit):
+    home = tmp_path / "crashed"
+    proc = start(home, "--die-in-commit", str(commit))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    lines = out.split()
+    assert "done" not in lines
+    lake = lake_at(home)
+    assert_whole_commits(lake)
+    committed = lake.read("SELECT count(*) FROM lake.trials").item()
+    assert committed == int(lines[-1])  # the last progress line: exactly the commits before the killed one
+    resume_to_the_end(home)
+    assert_same_rows(home, reference)
