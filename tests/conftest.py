@@ -52,3 +52,20 @@ def lake(settings):
     lake = Lake(settings)
     lake.init()
     return lake
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1 for the session (tests/pg.py); skips when none can start."""
+    import importlib.util
+
+    import pg
+
+    if importlib.util.find_spec("duckdb_extension_postgres") is None:
+        pytest.skip("duckdb-extension-postgres is not installed: pip install -e '.[scale]'")
+    try:
+        server = pg.start_server()
+    except pg.Unavailable as why:
+        pytest.skip(str(why))
+    yield server
+    server.stop()
