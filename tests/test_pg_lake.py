@@ -77,24 +77,31 @@ def test_passwords_stay_out_of_the_lake_and_the_messages(retro_home, tmp_path):
 
 
 WRITER = textwrap.dedent("""
-    import sys
+    import sys, time
+    from pathlib import Path
     from retro.config import load_settings
     from retro.store import Lake
-    lake, start = Lake(load_settings()), int(sys.argv[1])
-    for i in range(8):  # 8 transactions of 5 rows; the two writers' keys overlap
-        lake.append({"tasks": [{"env": "toy", "split": "train", "task_id": f"t{k:03d}"}
-                               for k in range(start + 5 * i, start + 5 * i + 5)]})
+    lake, name, gate = Lake(load_settings()), sys.argv[1], Path(sys.argv[2])
+    (gate / name).touch()
+    while len(list(gate.iterdir())) < 2:  # start together
+        time.sleep(0.01)
+    for i in range(8):  # both write the same keys in the same order, plus one of their own each time
+        keys = [f"t{k:03d}" for k in range(5 * i, 5 * i + 5)] + [f"{name}-{i}"]
+        lake.append({"tasks": [{"env": "toy", "split": "train", "task_id": k} for k in keys]})
 """)
 
 
-def test_two_processes_writing_at_once_keep_every_key_once(pg_lake):
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(start)], stderr=subprocess.PIPE, text=True)
-               for start in (0, 20)]  # keys 0..39 and 20..59
+def test_two_processes_writing_at_once_keep_every_key_once(pg_lake, tmp_path):
+    """Without the writer lock both would find a key missing and insert it (DuckLake merges the appends)."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, name, str(gate)], stderr=subprocess.PIPE, text=True)
+               for name in ("a", "b")]
     for proc in writers:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
     counts = pg_lake.read("SELECT count(*) AS n, count(DISTINCT task_id) AS keys FROM lake.tasks").row(0)
-    assert counts == (60, 60)
+    assert counts == (40 + 2 * 8, 40 + 2 * 8)
 
 
 def test_label_and_dataset_flows_on_the_postgres_lake(pg_lake, toy):

@@ -154,8 +154,8 @@ def _pg_lock(dsn: str, timeout_s: float) -> Iterator[None]:
                 time.sleep(0.05)
         except duckdb.Error as err:
             raise LakeError(
-                f"cannot reach the PostgreSQL catalog {redact_password(dsn)} "
-                f"({redact_password(str(err).splitlines()[0])}): check that the server is up and RETRO_LAKE_CATALOG"
+                f"cannot reach the PostgreSQL catalog {redact_password(dsn)} ({redact_password(str(err).splitlines()[0])}): "
+                "check that the server is up and RETRO_LAKE_CATALOG names an existing database"
             ) from None
         yield
     finally:
