@@ -8,6 +8,7 @@ The nightly deployment runs on the cron of settings.schedule (default 02:00 UTC)
 from __future__ import annotations
 
 from prefect import serve
+from prefect.schedules import Cron
 
 from flows.evaluate import evaluate_flow
 from flows.label import label_flow
@@ -21,8 +22,7 @@ def deployments(settings: Settings) -> list:
     """Stable names: 'nightly-retrain/nightly', 'rollout/rollout', 'label/label', ..."""
     schedule = settings.schedule
     return [
-        nightly_flow.to_deployment(name="nightly", cron=schedule.nightly_cron, timezone=schedule.timezone,
-                                   pause_on_shutdown=False),
+        nightly_flow.to_deployment(name="nightly", schedule=Cron(schedule.nightly_cron, timezone=schedule.timezone)),
         rollout_flow.to_deployment(name="rollout"),
         label_flow.to_deployment(name="label"),
         build_datasets_flow.to_deployment(name="build-datasets"),
@@ -33,4 +33,4 @@ def deployments(settings: Settings) -> list:
 
 def serve_all(settings: Settings) -> None:
     """Serve every deployment from this process until interrupted."""
-    serve(*deployments(settings))
+    serve(*deployments(settings), pause_on_shutdown=False)  # a restart keeps the nightly schedule active

@@ -61,3 +61,14 @@ def test_a_transient_failure_is_retried_a_data_error_is_not():
 
     assert retry_transient(None, None, state(LakeBusyError("busy")))
     assert not retry_transient(None, None, state(DataError("bad file")))
+
+
+def test_deployments_carry_the_nightly_schedule(settings):
+    from flows.serve import deployments
+
+    settings.schedule.nightly_cron = "30 3 * * *"
+    built = {d.name: d for d in deployments(settings)}
+    assert set(built) == {"nightly", "rollout", "label", "build-datasets", "train", "evaluate"}
+    (nightly,) = built["nightly"].schedules
+    assert (nightly.schedule.cron, nightly.schedule.timezone) == ("30 3 * * *", settings.schedule.timezone)
+    assert all(not d.schedules for name, d in built.items() if name != "nightly")
