@@ -139,3 +139,26 @@ def test_rollout_flow_over_two_dask_workers_matches_one_process(tmp_path, monkey
     assert_same_rows(single, lake)
     pids = lake.read("SELECT DISTINCT flow_run_id FROM lake.runs")
     assert pids.height == 1 and pids.item()  # the fan-out's flow run, as for a single-process rollout
+
+
+def test_retro_rollout_with_workers_runs_the_fanout_flow(retro_home, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    retro_home.mkdir(parents=True)  # flows/__init__ puts PREFECT_HOME inside it
+    import flows.rollout
+    from retro.cli import app
+
+    calls = {}
+
+    def fake_flow(**kwargs):
+        calls.update(kwargs)
+        return {"run_id": "r1", "success_by_trial": [0.5], "written": {"trials": 2}}
+
+    monkeypatch.setattr(flows.rollout, "rollout_flow", fake_flow)
+    monkeypatch.setenv("RETRO_ROLLOUT__WORKERS", "3")
+    result = CliRunner().invoke(app, ["rollout", "--tasks", "4", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert calls["workers"] == 3 and calls["tasks"] == 4
+    assert json.loads(result.stdout)["run_id"] == "r1"

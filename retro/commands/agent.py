@@ -20,6 +20,8 @@ def rollout(
     trials: Annotated[Optional[int], typer.Option(help="Trials per task (K).")] = None,
     adapter: Annotated[Optional[str], typer.Option(help="retroformer mode: model_id (default: promoted).")] = None,
     tag: Annotated[str, typer.Option(help="Makes a new run of an otherwise identical spec.")] = "",
+    workers: Annotated[Optional[int], typer.Option(
+        help="Split the tasks over this many Dask workers (the rollout flow; default: settings rollout.workers).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run N tasks x K trials; every trial, step and reflection lands in the lake (rerun = resume).
@@ -29,6 +31,18 @@ def rollout(
     from retro.agent.rollout import rollout as run_rollout
 
     s = settings()
+    if (workers or s.rollout.workers) > 1:
+        from flows.rollout import rollout_flow  # Prefect + Dask: shards in parallel, one commit
+
+        out = rollout_flow(env=env, split=split, mode=mode, tasks=tasks, trials=trials, adapter=adapter, tag=tag,
+                           workers=workers or s.rollout.workers)
+        if as_json:
+            print(json.dumps(out))
+            return
+        console.print(f"run [bold]{out['run_id']}[/bold]: {out['written']['trials']} new trials")
+        for i, rate in enumerate(out["success_by_trial"]):
+            console.print(f"  success after trial {i}: {rate:.0%}")
+        return
     lake = Lake(s)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("success {task.fields[successes]}/{task.fields[n_tasks]}"),
