@@ -76,6 +76,19 @@ def test_passwords_stay_out_of_the_lake_and_the_messages(retro_home, tmp_path):
     assert redact_password("postgres:dbname=x password=p host=h") == "postgres:dbname=x password=*** host=h"
 
 
+def test_an_object_store_data_path_brings_httpfs(retro_home):
+    import duckdb
+
+    from retro.store.lake import load_extension
+
+    pytest.importorskip("duckdb_extension_httpfs", reason="the `scale` extra is not installed")
+    lake = Lake(load_settings(lake_data_path="s3://bucket/lake/"))
+    assert lake._extensions() == ["ducklake", "httpfs"]
+    con = duckdb.connect()
+    load_extension(con, "httpfs")  # offline, from the pinned pip package
+    assert con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()[0]
+
+
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
