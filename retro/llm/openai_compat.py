@@ -1,7 +1,7 @@
 """Any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, OpenAI) behind the batched LLM interface.
 
 One HTTP request per prompt, `concurrency` in flight. Transient failures (429, 5xx, connection errors,
-timeouts, malformed JSON, empty choices) are retried with exponential backoff; a prompt that still
+timeouts, malformed JSON, empty choices, an empty completion with no tokens) are retried with exponential backoff; a prompt that still
 fails comes back as "" with its reason in `Generation.errors`, so one bad request never sinks a batch.
 Only a server that refuses every connection is an error: nothing useful can come of the batch.
 The API key is read from the environment at call time and never stored, logged or repeated in errors.
@@ -162,8 +162,13 @@ class OpenAIBackend:
             except (ValueError, KeyError, IndexError, TypeError) as err:
                 reason = f"malformed response ({type(err).__name__}: {_scrub(str(err), key)[:100]})"
                 continue
-            text = cut_at_stop(text, params.stop)
             usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            if not text and not usage.get("completion_tokens"):
+                # Nothing generated at all: a faulty server. (A model that stops at once still reports
+                # its stop or end token, and that empty answer is kept.)
+                reason = "empty completion"
+                continue
+            text = cut_at_stop(text, params.stop)
             return _Result(
                 text=text,
                 prompt_tokens=int(usage.get("prompt_tokens") or self.count_tokens(prompt)),
