@@ -69,3 +69,12 @@ def postgres():
         pytest.skip(str(why))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for the session's flow tests, started on first use."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

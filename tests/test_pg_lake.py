@@ -117,20 +117,17 @@ def test_two_processes_writing_at_once_keep_every_key_once(pg_lake, tmp_path):
     assert counts == (40 + 2 * 8, 40 + 2 * 8)
 
 
-def test_label_and_dataset_flows_on_the_postgres_lake(pg_lake, toy):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_label_and_dataset_flows_on_the_postgres_lake(prefect_harness, pg_lake, toy):
     from flows.label import label_flow
     from flows.rollout import rollout_flow
     from flows.train import build_datasets_flow
 
-    with prefect_test_harness(server_startup_timeout=180):
-        rolled = rollout_flow(env="toy", split="train", mode="reflexion", tasks=3, trials=2)
-        assert rolled["written"]["trials"] == 6
-        assert label_flow() == 3
-        versions = build_datasets_flow()
-        assert label_flow() == 0  # reruns are idempotent on this catalog too
-        assert build_datasets_flow() == versions
+    rolled = rollout_flow(env="toy", split="train", mode="reflexion", tasks=3, trials=2)
+    assert rolled["written"]["trials"] == 6
+    assert label_flow() == 3
+    versions = build_datasets_flow()
+    assert label_flow() == 0  # reruns are idempotent on this catalog too
+    assert build_datasets_flow() == versions
     assert pg_lake.read("SELECT count(*) FROM lake.ratings").item() == 3
     stored = pg_lake.read("SELECT dataset, version, row_count FROM lake.dataset_versions ORDER BY dataset")
     assert dict(zip(stored["dataset"], stored["version"])) == versions

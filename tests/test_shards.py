@@ -119,11 +119,11 @@ def test_a_shard_resumes_from_the_lake(settings, lake, toy):
     assert again.completion_tokens == 0
 
 
-def test_rollout_flow_over_two_dask_workers_matches_one_process(tmp_path, monkeypatch, settings, lake, toy):
+def test_rollout_flow_over_two_dask_workers_matches_one_process(prefect_harness, tmp_path, monkeypatch, settings,
+                                                                lake, toy):
     """8 tasks over 2 Dask worker processes (prefect-dask, LocalCluster) vs the same tasks in one process."""
     pytest.importorskip("prefect_dask", reason="the `scale` extra (prefect-dask) is not installed")
     import dask
-    from prefect.testing.utilities import prefect_test_harness
 
     from flows.rollout import rollout_flow
 
@@ -132,7 +132,7 @@ def test_rollout_flow_over_two_dask_workers_matches_one_process(tmp_path, monkey
             models=toyenv.models())
     monkeypatch.setenv("RETRO_PRESET", "tiny")  # the flow loads its settings from the environment
     preload = str(Path(toyworker.__file__).resolve())
-    with prefect_test_harness(server_startup_timeout=180), dask.config.set({"distributed.worker.preload": [preload]}):
+    with dask.config.set({"distributed.worker.preload": [preload]}):
         out = rollout_flow(env="toy", split="train", mode="reflexion", tasks=8, trials=2, workers=2)
     assert out["success_by_trial"] == [0.0, 1.0]
     assert out["written"] == {"trials": 16, "steps": 16, "reflections": 8}

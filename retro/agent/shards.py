@@ -73,10 +73,13 @@ def plan_shards(settings: Settings, lake: Lake, workers: int, *, env: str | None
     lake.init()  # the only catalog write before the commit; workers open the lake read-only
     if mode == "auto":
         mode = rollout_lib.auto_mode(lake)
+    adapter = adapter or r.adapter
+    if mode == "retroformer":  # pin the adapter here, so a promotion mid-run cannot split the shards
+        adapter = rollout_lib.resolve_adapter(lake, adapter)[0]
     task_ids = tuple(t.task_id for t in get_env(env, settings).load_tasks(split)[:tasks or r.tasks])
     resolved = {**settings.model_dump(mode="json"), "home": str(settings.home.resolve())}  # same paths on workers
-    return ShardPlan(resolved, env, split, mode, task_ids, trials or r.trials,
-                     adapter or r.adapter, tag, split_tasks(task_ids, workers))
+    return ShardPlan(resolved, env, split, mode, task_ids, trials or r.trials, adapter, tag,
+                     split_tasks(task_ids, workers))
 
 
 def run_shard(plan: ShardPlan, index: int, flow_run_id: str | None = None,
