@@ -69,7 +69,7 @@ def _pip_extension_file(name: str) -> Path | None:
         _LINK_DIR.append(Path(tempfile.mkdtemp(prefix="retro-duckdb-ext-")))
         atexit.register(shutil.rmtree, _LINK_DIR[0], True)
     link = _LINK_DIR[0] / f"{_FILE_NAMES[name]}.duckdb_extension"
-    if not link.exists():
+    with contextlib.suppress(FileExistsError):  # another thread made it first
         link.symlink_to(path)
     return link
 
