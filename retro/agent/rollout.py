@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from retro.agent.runner import ProgressFn, RolloutSpec, Runner, RunResult
-from retro.config import Settings
+from retro.config import MODES, Settings
 from retro.envs import get_env
 from retro.errors import ConfigError, ModelNotFoundError
 from retro.llm.base import LLM
@@ -23,8 +24,12 @@ class Models:
     retro_version: str | None  # "base", an adapter's model_id, or None in react mode
 
 
-def resolve_adapter(lake: Lake, adapter: str | None) -> tuple[str, str]:
-    """(model_id, adapter_path) of the named adapter, else of the promoted one."""
+def resolve_adapter(lake: Lake, adapter: str | None, base_model: str | None = None) -> tuple[str, str]:
+    """(model_id, adapter_path) of the named adapter, else of the promoted one.
+
+    Checked here, before any model loads (the embedded one takes seconds to minutes): the folder must
+    exist and, given `base_model` (settings.retrospective.model), the adapter must be trained on it.
+    """
     from retro.train import registry
 
     if adapter is not None:
@@ -38,7 +43,24 @@ def resolve_adapter(lake: Lake, adapter: str | None) -> tuple[str, str]:
             )
     if not version.adapter_path:
         raise ModelNotFoundError(f"model version {version.model_id} has no adapter path: pick another with --adapter")
-    return version.model_id, version.adapter_path
+    if not (Path(version.adapter_path) / "adapter_config.json").is_file():
+        raise ModelNotFoundError(
+            f"adapter of model version {version.model_id} is missing at {version.adapter_path}: restore that folder "
+            "(e.g. from the backup of $RETRO_HOME/models) or pick another with --adapter (`retro models list`)"
+        )
+    if base_model is not None and not _same_base(version.base_model, base_model):
+        raise ModelNotFoundError(
+            f"adapter {version.model_id} was trained on base model {version.base_model!r}, but "
+            f"RETRO_RETROSPECTIVE__MODEL is {base_model!r}: set it to {version.base_model!r} or pick an adapter "
+            "trained on this base (`retro models list`)"
+        )
+    return version.model_id, str(version.adapter_path)
+
+
+def _same_base(trained_on: str, configured: str) -> bool:
+    """Lenient like the HF backend's own check: the same string, folder, or folder name."""
+    a, b = Path(trained_on).expanduser(), Path(configured).expanduser()
+    return trained_on == configured or a.resolve() == b.resolve() or a.name.lower() == b.name.lower()
 
 
 def auto_mode(lake: Lake) -> str:
@@ -52,15 +74,16 @@ def load_models(settings: Settings, lake: Lake, mode: str, adapter: str | None =
     """The actor and, for reflexion/retroformer, the retrospective model (sharing one base when equal)."""
     from retro.llm import make_llm
 
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode '{mode}': choose react, reflexion or retroformer")
+    if mode == "retroformer":  # before the actor loads: a bad adapter fails in a second, not after a model load
+        model_id, path = resolve_adapter(lake, adapter, settings.retrospective.model)
     actor = make_llm(settings.actor, settings)
     if mode == "react":
         return Models(actor, None, None)
     if mode == "reflexion":
         return Models(actor, make_llm(settings.retrospective, settings), "base")
-    if mode == "retroformer":
-        model_id, path = resolve_adapter(lake, adapter)
-        return Models(actor, make_llm(settings.retrospective, settings, adapter_path=path), model_id)
-    raise ConfigError(f"unknown mode '{mode}': choose react, reflexion or retroformer")
+    return Models(actor, make_llm(settings.retrospective, settings, adapter_path=path), model_id)
 
 
 def make_spec(settings: Settings, models: Models, mode: str, env: str, split: str, task_ids: list[str],
@@ -86,6 +109,9 @@ def rollout(settings: Settings, lake: Lake, *, env: str | None = None, split: st
     """
     r = settings.rollout
     env, split, mode = env or r.env, split or r.split, mode or r.mode
+    for name, value in (("tasks", tasks), ("trials", trials)):
+        if value is not None and value < 1:  # `or` below would quietly turn 0 into the default
+            raise ConfigError(f"--{name} must be at least 1, got {value}")
     tasks, trials = tasks or r.tasks, trials or r.trials
     if mode == "auto":
         mode = auto_mode(lake)

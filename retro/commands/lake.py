@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,7 +12,7 @@ from retro.commands.common import console, print_frame, settings
 from retro.errors import ConfigError
 from retro.store import Lake, run_readonly
 
-app = typer.Typer(help="Inspect the lake: snapshots.", no_args_is_help=True)
+app = typer.Typer(help="Inspect and maintain the lake: snapshots, rollback.", no_args_is_help=True)
 
 
 class Format(str, Enum):
@@ -23,11 +23,11 @@ class Format(str, Enum):
 
 
 def sql(
-    query: Annotated[Optional[str], typer.Argument(help="One read-only SQL statement.")] = None,
-    file: Annotated[Optional[Path], typer.Option("-f", "--file", help="Read the query from a .sql file.")] = None,
+    query: Annotated[str | None, typer.Argument(help="One read-only SQL statement.")] = None,
+    file: Annotated[Path | None, typer.Option("-f", "--file", help="Read the query from a .sql file.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write the result to this file.")] = None,
-    snapshot: Annotated[Optional[int], typer.Option("--snapshot", help="Read the lake as of this snapshot.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the result to this file.")] = None,
+    snapshot: Annotated[int | None, typer.Option("--snapshot", help="Read the lake as of this snapshot.")] = None,
 ) -> None:
     """Run a read-only query against the lake (tables live in catalog `lake`).
 
@@ -62,6 +62,21 @@ def snapshots(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     Example: retro lake snapshots
     """
     print_frame(Lake(settings()).snapshots(), title="lake snapshots", as_json=as_json)
+
+
+@app.command()
+def rollback(snapshot: Annotated[int, typer.Argument(help="The snapshot whose rows become current again.")]) -> None:
+    """Make an earlier snapshot's rows current again, as one new snapshot (every snapshot stays readable).
+
+    Example: retro lake rollback 41   (undo it with a rollback to the snapshot it created minus one)
+    """
+    from retro.store.rollback import rollback as roll_back
+
+    lake = Lake(settings())
+    changed = roll_back(lake, snapshot)
+    removed, restored = sum(r for r, _ in changed.values()), sum(r for _, r in changed.values())
+    console.print(f"lake rolled back to snapshot {snapshot}: {removed} rows removed, {restored} restored, "
+                  f"now snapshot {lake.current_snapshot()}")
 
 
 @app.command()

@@ -20,6 +20,7 @@ from retro.errors import DataError, UnknownEnvError
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "datasets" / "hotpotqa"
 SPLIT_FILES = {"eval": "eval_reflexion100.jsonl", "train": "train_dev_first100.jsonl"}
+TASK_FIELDS = ("id", "question", "answer", "type", "level", "supporting_facts", "context")
 
 ACTION_HELP = """\
 Answer a question by interleaving Thought, Action and Observation steps. A Thought reasons about what is
@@ -160,7 +161,10 @@ def _read_tasks(path: Path, split: str) -> list[Task]:
             row = json.loads(line)
             metadata = {key: row[key] for key in ("type", "level", "supporting_facts")}
             tasks.append(Task("hotpotqa", split, row["id"], row["question"], row["answer"], metadata))
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except KeyError as err:  # name the field: "not a record" alone leaves the user guessing
+            raise DataError(f"{path}:{n} has no field {err}: restore the shipped file (each line needs "
+                            f"{', '.join(TASK_FIELDS)})") from None
+        except (json.JSONDecodeError, TypeError):
             raise DataError(f"{path}:{n} is not a HotPotQA record: restore the shipped file") from None
     return sorted(tasks, key=lambda t: t.task_id)
 

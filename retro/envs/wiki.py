@@ -74,7 +74,9 @@ def read_paragraphs(sources: Sequence[Path]) -> dict[str, list[str]]:
                 continue
             try:
                 context = json.loads(line)["context"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except KeyError:
+                raise DataError(f"{path}:{n} has no field 'context': restore the shipped file") from None
+            except (json.JSONDecodeError, TypeError):
                 raise DataError(f"{path}:{n} is not a HotPotQA record: restore the shipped file") from None
             for title, sentences in context:
                 pages.setdefault(title, [s.strip() for s in sentences if s.strip()])

@@ -167,6 +167,27 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# -- error texts -----------------------------------------------------------------------------------------
+# ENOSPC, EDQUOT and EFBIG (a file-size limit) all mean "no room to write"; DuckDB words them like this.
+_NO_SPACE = ("no space left", "disk full", "disk quota exceeded", "file too large")
+
+
+def _no_space(text: str) -> bool:
+    """Whether a DuckDB error is a full disk (read all of it: a failed commit gives the cause on a later line)."""
+    return any(phrase in text.lower() for phrase in _NO_SPACE)
+
+
+def _unreadable_data(text: str) -> bool:
+    """Whether a DuckDB error is about a lake data file (a corrupt or missing Parquet file)."""
+    return "parquet" in text.lower() or "magic" in text.lower()
+
+
+def _cause(err: duckdb.Error) -> str:
+    """The most specific line of a DuckDB error: the last one (a failed commit says why only there)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return redact_password(lines[-1]) if lines else type(err).__name__
+
+
 def _df(rows: pl.DataFrame | Sequence[Mapping[str, Any]]) -> pl.DataFrame:
     return rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
 
@@ -238,6 +259,10 @@ class Lake:
             for name in self._extensions():
                 load_extension(con, name)
             options = [f"DATA_PATH {_quote(self.data_path)}", "DATA_INLINING_ROW_LIMIT 0"]
+            if not self.shared_catalog and self.settings.lake_data_path is None:
+                # The data folder sits next to the catalog, which stores the absolute data path it was created
+                # with: without this, a lake restored or moved to another RETRO_HOME would not open.
+                options.append("OVERRIDE_DATA_PATH true")
             if not write:
                 options.append("READ_ONLY")
             if snapshot is not None:
@@ -255,6 +280,8 @@ class Lake:
         text = redact_password(str(err).splitlines()[0])
         if snapshot is not None and "snapshot" in text.lower():
             return LakeError(f"lake snapshot {snapshot} does not exist: list them with `retro lake snapshots`")
+        if _no_space(str(err)):  # not corruption: "restore a backup" would be the wrong advice
+            return self._no_space_error(err)
         if "does not match existing data path" in text:
             return LakeError(f"RETRO_LAKE_DATA_PATH={self.data_path} is not where this catalog keeps its data ({text}): "
                              "set RETRO_LAKE_DATA_PATH to the catalog's data path")
@@ -271,7 +298,14 @@ class Lake:
         if not self.shared_catalog:
             self.dir.mkdir(parents=True, exist_ok=True)
         with self._lock(write=True):
-            con = self._open(write=True)
+            fresh = not self.shared_catalog and not Path(self.catalog).exists()
+            try:
+                con = self._open(write=True)
+            except LakeError:
+                if fresh:  # e.g. a full disk: a half-written new catalog would read as corrupt ever after
+                    for leftover in (Path(self.catalog), Path(self.catalog + ".wal")):
+                        leftover.unlink(missing_ok=True)
+                raise
             try:
                 con.execute("USE lake")
                 con.execute("BEGIN")
@@ -281,7 +315,9 @@ class Lake:
                 views.create_views(con)
                 con.execute("COMMIT")
             except duckdb.Error as err:
-                raise LakeError(f"cannot create the lake tables in {self.catalog_label}: {err}") from None
+                if _no_space(str(err)):
+                    raise self._no_space_error(err) from None
+                raise LakeError(f"cannot create the lake tables in {self.catalog_label}: {_cause(err)}") from None
             finally:
                 con.close()
         self._initialised = True
@@ -327,10 +363,16 @@ class Lake:
         return int(count)
 
     def _write_error(self, err: duckdb.Error) -> LakeError:
-        text = str(err).splitlines()[0]
-        if "No space left" in text or "disk full" in text.lower():
-            return LakeError(f"disk full while writing the lake at {self.dir}: free space and rerun (nothing was committed)")
-        return LakeError(f"lake write failed and was rolled back ({text}); rerun the command to resume")
+        if _no_space(str(err)):
+            return self._no_space_error(err)
+        text = str(err)
+        if _unreadable_data(text) and "could not write" not in text.lower():
+            return self._read_error(err)  # a write reads the table to skip stored keys: a rerun would not help
+        return LakeError(f"lake write failed and was rolled back ({_cause(err)}); rerun the command to resume")
+
+    def _no_space_error(self, err: duckdb.Error) -> LakeError:
+        return LakeError(f"no space left to write the lake at {self.dir} ({_cause(err)}): free disk space "
+                         "(or raise the quota) and rerun; nothing was committed")
 
     # -- reads -------------------------------------------------------------------------------------------------
     def read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None,
@@ -344,10 +386,10 @@ class Lake:
 
     def _read_error(self, err: duckdb.Error) -> LakeError:
         text = str(err).splitlines()[0]
-        if "parquet" in text.lower() or "magic" in text.lower():
+        if _unreadable_data(text):
             return LakeError(
-                f"a lake data file is unreadable ({text}): restore {self.data_path} from a backup "
-                "or roll back to an earlier snapshot (README, Operations)"
+                f"a lake data file is unreadable ({text}): restore the lake from a backup (README, Operations); "
+                "`retro sql --snapshot N` still reads the snapshots from before that file"
             )
         return LakeError(f"query failed: {text}")
 

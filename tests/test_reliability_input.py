@@ -1,0 +1,207 @@
+"""Bad input and a hostile machine: each case is one line naming the fix, exit code 1, no traceback.
+
+Unknown env, split or mode; a task file missing a field; a corrupt, truncated or missing Parquet file
+in the lake; a missing adapter; an adapter trained on another base model; out-of-range settings; and a
+full disk while writing (a file-size limit in a subprocess: writes fail as they would on a full disk).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import clirun
+import pytest
+import toyenv
+
+from retro.agent.rollout import rollout
+from retro.config import load_settings
+from retro.envs import ENVS
+from retro.envs import hotpotqa as hotpotqa_module
+from retro.store import Lake
+from retro.train.registry import ModelVersion, register_model_version
+
+
+@pytest.fixture(autouse=True)
+def toy(monkeypatch):
+    monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
+
+
+@pytest.fixture(scope="module")
+def template_home(tmp_path_factory) -> Path:
+    """A home whose lake holds a finished toy run with reflections (copied by each test that writes)."""
+    home = tmp_path_factory.mktemp("template") / "home"
+    ENVS["toy"] = "toyenv:ToyEnv"
+    try:
+        settings = load_settings(home=home, preset="tiny")
+        rollout(settings, Lake(settings), env="toy", split="eval", mode="reflexion", tasks=3, trials=2,
+                models=toyenv.models())
+    finally:
+        ENVS.pop("toy", None)
+    return home
+
+
+@pytest.fixture
+def home(template_home, retro_home) -> Path:
+    """A copy of the template home as this test's RETRO_HOME (a lake moved to another folder opens too)."""
+    shutil.copytree(template_home, retro_home)
+    return retro_home
+
+
+# -- unknown names and bad settings ------------------------------------------------------------------------
+@pytest.mark.parametrize("args,expected", [
+    (["rollout", "--env", "nope"], "unknown environment 'nope': choose one of"),
+    (["rollout", "--env", "hotpotqa", "--split", "nope"], "hotpotqa has no split 'nope': choose one of"),
+    (["rollout", "--env", "toy", "--mode", "nope"], "unknown mode 'nope': choose react, reflexion or retroformer"),
+    (["envs", "tasks", "nope"], "unknown environment 'nope'"),
+    (["envs", "tasks", "hotpotqa", "--split", "test"], "hotpotqa has no split 'test'"),
+    (["rollout", "--env", "toy", "--trials", "0"], "--trials must be at least 1, got 0"),
+    (["rollout", "--env", "toy", "--tasks", "-2"], "--tasks must be at least 1, got -2"),
+    (["sql", "SELECT 1", "--snapshot", "999"], "lake snapshot 999 does not exist"),
+    (["lake", "rollback", "999"], "lake snapshot 999 does not exist"),
+    (["eval", "--candidate", "nope"], "unknown model version 'nope': list them with `retro models list`"),
+])
+def test_unknown_names_are_one_line(retro_home, args, expected):
+    assert expected in clirun.retro(*args).one_line_error
+
+
+@pytest.mark.parametrize("variable,value,expected", [
+    ("RETRO_ROLLOUT__TRIALS", "0", "bad setting 'rollout.trials'"),
+    ("RETRO_ROLLOUT__MAX_STEPS", "-3", "bad setting 'rollout.max_steps'"),
+    ("RETRO_ACTOR__TEMPERATURE", "9", "bad setting 'actor.temperature'"),
+    ("RETRO_LAKE_LOCK_TIMEOUT_S", "0", "bad setting 'lake_lock_timeout_s'"),
+    ("RETRO_ROLLOUT__MODE", "sometimes", "bad setting 'rollout.mode'"),
+    ("RETRO_ROLLOUT__TRAILS", "3", "unknown setting"),
+])
+def test_out_of_range_settings_name_the_variable(retro_home, monkeypatch, variable, value, expected):
+    monkeypatch.setenv(variable, value)
+    line = clirun.retro("rollout", "--env", "toy").one_line_error
+    assert expected in line and ("RETRO_" in line)
+
+
+def test_out_of_range_setting_in_retro_toml(retro_home):
+    Path("retro.toml").write_text("[rollout]\nmemory_size = -1\n")  # retro_home chdir'ed to tmp_path
+    line = clirun.retro("sql", "SELECT 1").one_line_error
+    assert "bad setting 'rollout.memory_size'" in line and "retro.toml" in line
+
+
+# -- bad data files ---------------------------------------------------------------------------------------
+def _hotpotqa_files(folder: Path, drop: str) -> Path:
+    """The shipped HotPotQA files with field `drop` removed from the third record of the eval split."""
+    folder.mkdir()
+    for name in hotpotqa_module.SPLIT_FILES.values():
+        lines = (hotpotqa_module.DATA_DIR / name).read_text(encoding="utf-8").splitlines()
+        if name.startswith("eval"):
+            record = json.loads(lines[2])
+            del record[drop]
+            lines[2] = json.dumps(record)
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("field", ["answer", "question", "id"])
+def test_task_file_missing_a_field_names_file_line_and_field(retro_home, tmp_path, monkeypatch, field):
+    folder = _hotpotqa_files(tmp_path / "hotpotqa", field)
+    monkeypatch.setattr(hotpotqa_module.HotpotQA.__init__, "__defaults__", (folder,))
+    line = clirun.retro("envs", "tasks", "hotpotqa", "--split", "eval").one_line_error
+    assert f"eval_reflexion100.jsonl:3 has no field '{field}'" in line and "restore the shipped file" in line
+
+
+def _a_trials_file(home: Path) -> Path:
+    return next(p for p in sorted((home / "lake" / "data").rglob("*.parquet")) if "trials" in p.parts)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
+def test_corrupt_parquet_file_in_the_lake(home, damage):
+    path = _a_trials_file(home)
+    if damage == "garbage":
+        path.write_bytes(b"not parquet at all " * 40)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.unlink()
+    read = clirun.retro("sql", "SELECT * FROM lake.trials").one_line_error
+    assert "a lake data file is unreadable" in read and path.name in read and "restore the lake from a backup" in read
+    # a write reads the table too (to skip stored keys): the same advice, not "rerun"
+    write = clirun.retro("label").one_line_error
+    assert "a lake data file is unreadable" in write and "rerun" not in write
+
+
+# -- adapters ---------------------------------------------------------------------------------------------
+def _register(settings, model_id: str, base_model: str, adapter_config: dict | None) -> Path:
+    folder = settings.models_dir / model_id
+    register_model_version(Lake(settings), ModelVersion(model_id=model_id, stage="ppo", base_model=base_model,
+                                                        adapter_path=folder, dataset="ppo", dataset_version="v"))
+    if adapter_config is None:
+        shutil.rmtree(folder)  # registered, then lost
+    else:
+        (folder / "adapter_config.json").write_text(json.dumps(adapter_config))
+    return folder
+
+
+def test_missing_adapter_fails_before_any_model_loads(retro_home, monkeypatch):
+    settings = load_settings()
+    folder = _register(settings, "ppo-lost", "embedded", None)
+    monkeypatch.setenv("RETRO_ACTOR__MODEL", str(retro_home / "no-such-model"))  # loading it would fail otherwise
+    line = clirun.retro("rollout", "--env", "toy", "--mode", "retroformer", "--adapter", "ppo-lost").one_line_error
+    assert f"adapter of model version ppo-lost is missing at {folder}" in line and "--adapter" in line
+
+
+def test_adapter_of_another_base_model_is_refused(retro_home, monkeypatch):
+    settings = load_settings()
+    _register(settings, "ppo-other", "/models/other-base", {"base_model_name_or_path": "/models/other-base"})
+    monkeypatch.setenv("RETRO_ACTOR__MODEL", str(retro_home / "no-such-model"))
+    line = clirun.retro("rollout", "--env", "toy", "--mode", "retroformer", "--adapter", "ppo-other").one_line_error
+    assert "was trained on base model '/models/other-base'" in line and "RETRO_RETROSPECTIVE__MODEL" in line
+
+
+# -- a full disk ------------------------------------------------------------------------------------------
+def _retro_with_file_limit(limit: int | None, *args: str) -> subprocess.CompletedProcess:
+    """`retro ARGS` in a subprocess that may not write past `limit` bytes into any file (EFBIG, like ENOSPC)."""
+    def cap() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write() instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-c", "from retro.cli import main; main()", *args],
+                          capture_output=True, text=True, env=dict(os.environ), preexec_fn=cap if limit else None,
+                          timeout=120, check=False)
+
+
+def _one_line(proc: subprocess.CompletedProcess) -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return errors[0]
+
+
+def test_full_disk_while_writing_commits_nothing_and_a_rerun_finishes(home):
+    lake = Lake(load_settings())
+    before = lake.current_snapshot()
+    failed = []
+    for limit in (512, 1536):  # the Parquet file, then the catalog's log, runs out of room
+        proc = _retro_with_file_limit(limit, "label")
+        if proc.returncode == 0:  # nothing to say about a write that fitted
+            break
+        line = _one_line(proc)
+        assert "no space left to write the lake" in line and "nothing was committed" in line
+        failed.append(limit)
+        assert lake.current_snapshot() == before
+        assert lake.read("SELECT count(*) FROM lake.ratings").item() == 0
+    assert failed, "no write hit the limit"
+    done = _retro_with_file_limit(None, "label")
+    assert done.returncode == 0, done.stderr
+    ratings = lake.read("SELECT run_id, task_id, trial, count(*) AS n FROM lake.ratings GROUP BY ALL")
+    assert ratings.height == 3 and ratings["n"].max() == 1  # 3 failed trials with a next trial, rated once
+
+
+def test_full_disk_while_creating_the_lake_leaves_nothing_behind(retro_home):
+    line = _one_line(_retro_with_file_limit(10_000, "lake", "init"))
+    assert "no space left to write the lake" in line
+    assert not (retro_home / "lake" / "catalog.ducklake").exists()  # no half catalog to mistake for corruption
+    assert _retro_with_file_limit(None, "lake", "init").returncode == 0
+    assert clirun.retro("sql", "SELECT count(*) FROM lake.trials").code == 0
