@@ -63,6 +63,7 @@ def home(template_home, retro_home) -> Path:
     (["envs", "tasks", "hotpotqa", "--split", "test"], "hotpotqa has no split 'test'"),
     (["rollout", "--env", "toy", "--trials", "0"], "--trials must be at least 1, got 0"),
     (["rollout", "--env", "toy", "--tasks", "-2"], "--tasks must be at least 1, got -2"),
+    (["eval", "--candidate", "x", "--env", "toy", "--trials", "0"], "--trials must be at least 1, got 0"),
     (["sql", "SELECT 1", "--snapshot", "999"], "lake snapshot 999 does not exist"),
     (["lake", "rollback", "999"], "lake snapshot 999 does not exist"),
     (["eval", "--candidate", "nope"], "unknown model version 'nope': list them with `retro models list`"),

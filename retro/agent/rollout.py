@@ -86,6 +86,13 @@ def load_models(settings: Settings, lake: Lake, mode: str, adapter: str | None =
     return Models(actor, make_llm(settings.retrospective, settings, adapter_path=path), model_id)
 
 
+def check_counts(tasks: int | None, trials: int | None) -> None:
+    """Explicit task and trial counts (CLI options, flow parameters) are at least 1, like the settings."""
+    for name, value in (("tasks", tasks), ("trials", trials)):
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {value}")
+
+
 def make_spec(settings: Settings, models: Models, mode: str, env: str, split: str, task_ids: list[str],
               trials: int, tag: str = "") -> RolloutSpec:
     r = settings.rollout
@@ -109,9 +116,7 @@ def rollout(settings: Settings, lake: Lake, *, env: str | None = None, split: st
     """
     r = settings.rollout
     env, split, mode = env or r.env, split or r.split, mode or r.mode
-    for name, value in (("tasks", tasks), ("trials", trials)):
-        if value is not None and value < 1:  # `or` below would quietly turn 0 into the default
-            raise ConfigError(f"--{name} must be at least 1, got {value}")
+    check_counts(tasks, trials)  # `or` below would quietly turn a 0 into the default
     tasks, trials = tasks or r.tasks, trials or r.trials
     if mode == "auto":
         mode = auto_mode(lake)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from retro.agent.rollout import Models, load_models, rollout
+from retro.agent.rollout import Models, check_counts, load_models, rollout
 from retro.agent.runner import RunResult
 from retro.config import Settings
 from retro.store import queries
@@ -57,6 +57,7 @@ def evaluate_candidate(settings: Settings, lake: Lake, candidate: str, *, env: s
     from retro.train import registry
 
     env = env or settings.rollout.env
+    check_counts(tasks, trials)  # before `or` turns an explicit 0 into the default
     split, tasks, trials = settings.eval.split, tasks or settings.eval.tasks, trials or settings.eval.trials
     models_for = models_for or (lambda mode, adapter: load_models(settings, lake, mode, adapter))
     promoted = registry.promoted_model(lake)
