@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,14 +13,14 @@ from retro.store import Lake
 
 
 def rollout(
-    env: Annotated[Optional[str], typer.Option(help="Environment: hotpotqa, alfworld, webshop.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Task split, e.g. eval or train.")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="react, reflexion or retroformer.")] = None,
-    tasks: Annotated[Optional[int], typer.Option(help="First N tasks of the split.")] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Trials per task (K).")] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="retroformer mode: model_id (default: promoted).")] = None,
+    env: Annotated[str | None, typer.Option(help="Environment: hotpotqa, alfworld, webshop.")] = None,
+    split: Annotated[str | None, typer.Option(help="Task split, e.g. eval or train.")] = None,
+    mode: Annotated[str | None, typer.Option(help="react, reflexion or retroformer.")] = None,
+    tasks: Annotated[int | None, typer.Option(help="First N tasks of the split.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials per task (K).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="retroformer mode: model_id (default: promoted).")] = None,
     tag: Annotated[str, typer.Option(help="Makes a new run of an otherwise identical spec.")] = "",
-    workers: Annotated[Optional[int], typer.Option(
+    workers: Annotated[int | None, typer.Option(
         help="Split the tasks over this many Dask workers (the rollout flow; default: settings rollout.workers).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -68,7 +68,7 @@ def rollout(
 
 
 def label(
-    version: Annotated[Optional[str], typer.Option(help="Label version (default: settings label.version).")] = None,
+    version: Annotated[str | None, typer.Option(help="Label version (default: settings label.version).")] = None,
 ) -> None:
     """Rate every reflection whose next trial exists: rating = G(i+1) - G(i).
 
@@ -85,9 +85,9 @@ def label(
 
 def evaluate(
     candidate: Annotated[str, typer.Option("--candidate", help="model_id of the adapter to evaluate.")],
-    env: Annotated[Optional[str], typer.Option(help="Environment (default: settings).")] = None,
-    tasks: Annotated[Optional[int], typer.Option(help="Held-out tasks (default: settings eval.tasks).")] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Trials per task.")] = None,
+    env: Annotated[str | None, typer.Option(help="Environment (default: settings).")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Held-out tasks (default: settings eval.tasks).")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials per task.")] = None,
 ) -> None:
     """Run the candidate and the current best on the held-out split (same tasks, same seed); promote if better.
 
