@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import signal
 import sys
@@ -33,13 +34,17 @@ from retro.store import Lake
 TASKS, TRIALS, MAX_STEPS = 8, 3, 6
 
 
+NOISY = False  # --noisy: look around a random number of times, like a sampling model (runs differ)
+
+
 def actor_policy(prompt: str) -> str:
     """Task k looks around k % 4 times, then answers with the newest remembered word once its memory
     holds enough reflections (two for k % 3 == 0, else one): success at trial 1 or 2."""
     if re.search(r"Thought \d+:$", prompt):
         return " I should look, then answer.\n"
     k = int(re.search(r"code (\d+)", prompt).group(1))
-    if len(re.findall(r"Action \d+: Look\[\]", prompt)) < k % 4:
+    looks = len(re.findall(r"Action \d+: Look\[\]", prompt))
+    if (random.random() < 0.6 and looks < 4) if NOISY else looks < k % 4:
         return " Look[]\n"
     remembered = re.findall(r"Reflection \d+: .*?use the word (\w+)", prompt)
     need = 2 if k % 3 == 0 else 1
@@ -92,7 +97,10 @@ def main() -> None:
     parser.add_argument("home", type=Path)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--die-in-commit", type=int, default=0)
+    parser.add_argument("--noisy", action="store_true")
     args = parser.parse_args()
+    global NOISY
+    NOISY = args.noisy
     if args.die_in_commit:
         die_in_commit(args.die_in_commit)
     run(args.home, args.delay, progress=lambda event: print(f"progress {event['episodes_done']}", flush=True))

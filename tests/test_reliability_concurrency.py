@@ -112,3 +112,26 @@ def test_retro_sql_works_while_a_rollout_writes(retro_home):
     assert counts == sorted(counts)  # each read saw a whole, growing lake
     final = int(clirun.retro("sql", "SELECT count(*) AS n FROM lake.trials", "--format", "csv").out.split()[1])
     assert final > 0 and counts[-1] <= final
+
+
+def test_the_same_run_in_two_processes_at_once_is_refused(retro_home):
+    """Two processes on one run would commit two different trajectories of a trial and the lake would
+    keep parts of both (found with a sampling actor: trials whose stored steps came from the other
+    process). The second process now stops at once; rerun later, it resumes the finished run."""
+    first = subprocess.Popen([sys.executable, str(Path(crashkit.__file__)), str(retro_home), "--noisy",
+                              "--delay", "0.05"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("RETRO_")})
+    assert first.stdout.readline().startswith("progress"), first.stderr.read()
+    second = subprocess.run([sys.executable, str(Path(crashkit.__file__)), str(retro_home), "--noisy"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0 and out.rstrip().endswith("done"), err[-2000:]
+    assert second.returncode == 1 and "is already running in another process" in second.stderr, second.stderr[-2000:]
+    lake = Lake(load_settings(home=retro_home))
+    mixed = lake.read("""
+        SELECT t.task_id, t.trial FROM lake.trials t LEFT JOIN lake.steps s USING (run_id, task_id, trial)
+        GROUP BY ALL HAVING any_value(t.n_steps) <> count(s.step)""")
+    assert mixed.is_empty(), mixed
+    again = subprocess.run([sys.executable, str(Path(crashkit.__file__)), str(retro_home)], capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert again.returncode == 0 and again.stdout.rstrip().endswith("done"), again.stderr[-2000:]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from retro.agent.runner import ProgressFn, RolloutSpec, Runner, RunResult
 from retro.config import MODES, Settings
 from retro.envs import get_env
-from retro.errors import ConfigError, ModelNotFoundError
+from retro.errors import ConfigError, LakeBusyError, ModelNotFoundError
 from retro.llm.base import LLM
 from retro.provenance import code_version
 from retro.store.lake import Lake
@@ -128,4 +131,33 @@ def rollout(settings: Settings, lake: Lake, *, env: str | None = None, split: st
                     config_json=settings.config_json(), config_hash=settings.config_hash(),
                     code_version=code_version(), progress=progress)
     log.info("rollout %s: %s on %s/%s, %d tasks x %d trials", spec.run_id, mode, env, split, len(task_ids), trials)
-    return runner.run()
+    with run_lease(lake, spec.run_id):
+        return runner.run()
+
+
+@contextlib.contextmanager
+def run_lease(lake: Lake, run_id: str) -> Iterator[None]:
+    """One process at a time per run. Two processes running the same run would each commit their own
+    trajectory of a trial, and the lake would keep parts of both (a trial's steps and reflection are keyed
+    like the trial), so the second one stops at once; a LakeBusyError, which flows retry. The kernel drops
+    the lease when its holder dies, SIGKILL included, so a crashed run resumes with no cleanup.
+    A PostgreSQL catalog spans machines, where a file lock cannot reach: runs there go through the
+    fan-out flow, which writes each run once.
+    """
+    if lake.shared_catalog:
+        yield
+        return
+    path = lake.dir / ".runs" / f"{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LakeBusyError(
+                f"run {run_id} is already running in another process: wait for it (rerunning then resumes the "
+                "run), or make this a separate run with --tag"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
