@@ -19,7 +19,7 @@ def retry_transient(task, task_run, state) -> bool:
         state.result()
     except TRANSIENT:
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 (any other failure is not worth a retry)
         return False
     return False
 

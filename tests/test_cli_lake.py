@@ -37,7 +37,7 @@ def test_lake_snapshots_lists_creation(retro_home):
 
 def _cli(*args, env):
     return subprocess.run([sys.executable, "-c", "from retro.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env, check=False)
 
 
 def test_write_through_sql_is_one_red_line(retro_home):

@@ -270,7 +270,7 @@ class Runner:
         else:
             try:
                 result = live.episode.step(action)
-            except Exception as err:  # an environment bug ends this episode, not the run
+            except Exception as err:  # noqa: BLE001 (an environment bug ends this episode, not the run)
                 log.warning("environment %s failed on %r: %s", self.spec.env, action, err)
                 live.done, live.stop_reason, live.error = True, "env_error", f"{type(err).__name__}: {err}"
                 return

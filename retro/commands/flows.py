@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import httpx
 import typer
@@ -58,10 +58,10 @@ def demo(
 
 
 def nightly(
-    env: Annotated[Optional[str], typer.Option(help="Environment.")] = None,
-    tasks: Annotated[Optional[int], typer.Option(help="Tasks for the training rollout.")] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Trials per task.")] = None,
-    tag: Annotated[Optional[str], typer.Option(help="Default: nightly-YYYY-MM-DD (reruns that day are no-ops).")] = None,
+    env: Annotated[str | None, typer.Option(help="Environment.")] = None,
+    tasks: Annotated[int | None, typer.Option(help="Tasks for the training rollout.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials per task.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Default: nightly-YYYY-MM-DD (reruns that day are no-ops).")] = None,
 ) -> None:
     """Run the nightly-retrain flow once, now (Prefect ephemeral mode; no server needed).
 
