@@ -96,7 +96,7 @@ def test_a_writer_that_waits_too_long_gets_lake_is_busy_and_readers_wait_their_t
 
 @pytest.mark.slow
 def test_retro_sql_works_while_a_rollout_writes(retro_home):
-    proc = subprocess.Popen([sys.executable, str(Path(crashkit.__file__)), str(retro_home), "--delay", "0.05"],
+    proc = subprocess.Popen([sys.executable, str(Path(crashkit.__file__)), str(retro_home), "--delay", "0.1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={k: v for k, v in os.environ.items() if not k.startswith("RETRO_")})
     assert proc.stdout.readline().startswith("progress"), proc.stderr.read()
