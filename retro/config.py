@@ -222,6 +222,8 @@ def _describe(err: ValidationError) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning a validation failure into one ConfigError line that names the fix."""
+    if os.environ.get("RETRO_HOME") == "" and "home" not in overrides:  # a typo'd script, not "use the cwd"
+        raise ConfigError("RETRO_HOME is set but empty: unset it (default ./.retro) or point it at a folder")
     try:
         settings = Settings(**overrides)
     except ValidationError as err:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from retro.cli import app
@@ -13,7 +15,17 @@ from retro.cli import app
 runner = CliRunner()
 
 
-def test_sql_counts_zero_on_a_new_home(retro_home):
+@pytest.fixture
+def retro_home(retro_home):
+    """A home with an empty lake: the commands here read it, and readers never create one."""
+    from retro.config import load_settings
+    from retro.store import Lake
+
+    Lake(load_settings()).init()
+    return retro_home
+
+
+def test_sql_counts_zero_on_a_new_lake(retro_home):
     result = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM lake.trials", "--format", "json"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -61,11 +73,23 @@ def test_broken_home_is_one_line(retro_home, tmp_path):
 
 
 def test_corrupt_catalog_is_one_line(retro_home):
-    import os
-
-    (retro_home / "lake").mkdir(parents=True)
     (retro_home / "lake" / "catalog.ducklake").write_bytes(b"garbage" * 500)
     proc = _cli("sql", "SELECT 1", env=dict(os.environ))
     assert proc.returncode == 1
     assert "corrupt" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args", [["sql", "SELECT 1"], ["lake", "snapshots"], ["report", "--out", "r"],
+                                  ["models", "list"]])
+def test_readers_do_not_create_a_lake(tmp_path, args):
+    home = tmp_path / "home"
+    out = _cli(*args, env={**os.environ, "RETRO_HOME": str(home)})
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "no lake at" in out.stderr and "RETRO_HOME" in out.stderr
+    assert not (home / "lake").exists()
+
+
+def test_empty_retro_home_is_an_error(tmp_path):
+    out = _cli("sql", "SELECT 1", env={**os.environ, "RETRO_HOME": ""})
+    assert out.returncode == 1 and "RETRO_HOME is set but empty" in out.stderr

@@ -36,7 +36,7 @@ def sql(
     if (query is None) == (file is None):
         raise ConfigError("give either a QUERY argument or --file FILE, not both or neither")
     text = file.read_text() if file is not None else query
-    df = run_readonly(Lake(settings()), text, snapshot=snapshot)
+    df = run_readonly(Lake(settings()).require(), text, snapshot=snapshot)
     if fmt is Format.parquet and out is None:
         raise ConfigError("--format parquet needs --out FILE")
     if out is not None:
@@ -61,7 +61,7 @@ def snapshots(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     Example: retro lake snapshots
     """
-    print_frame(Lake(settings()).snapshots(), title="lake snapshots", as_json=as_json)
+    print_frame(Lake(settings()).require().snapshots(), title="lake snapshots", as_json=as_json)
 
 
 @app.command()
@@ -72,7 +72,7 @@ def rollback(snapshot: Annotated[int, typer.Argument(help="The snapshot whose ro
     """
     from retro.store.rollback import rollback as roll_back
 
-    lake = Lake(settings())
+    lake = Lake(settings()).require()
     changed = roll_back(lake, snapshot)
     removed, restored = sum(r for r, _ in changed.values()), sum(r for _, r in changed.values())
     console.print(f"lake rolled back to snapshot {snapshot}: {removed} rows removed, {restored} restored, "

@@ -73,4 +73,4 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     from retro.store import Lake
     from retro.train.registry import list_model_versions
 
-    print_frame(list_model_versions(Lake(settings())), title="model versions", as_json=as_json)
+    print_frame(list_model_versions(Lake(settings()).require()), title="model versions", as_json=as_json)

@@ -21,7 +21,7 @@ def report(
     """
     from retro.eval.report import write_report  # matplotlib loads only for this command
 
-    index = write_report(Lake(settings()), out)
+    index = write_report(Lake(settings()).require(), out)
     console.print(f"wrote {index}")
 
 

@@ -209,6 +209,17 @@ class Lake:
         self.data_path = settings.lake_data_path or str(self.dir / "data") + "/"
         self._initialised = not create
 
+    def exists(self) -> bool:
+        """Whether the catalog is there (a PostgreSQL catalog is assumed to be: attaching tells)."""
+        return self.shared_catalog or Path(self.catalog).exists()
+
+    def require(self) -> Lake:
+        """This lake, or a one-line error when there is none yet (readers must not create one)."""
+        if not self.exists():
+            raise LakeError(f"no lake at {self.catalog} (RETRO_HOME={self.settings.home}): run `retro rollout` "
+                            "first, or point RETRO_HOME at the folder that holds your lake")
+        return self
+
     # -- connections -------------------------------------------------------------------------------------
     @property
     def catalog_dsn(self) -> str:
