@@ -175,3 +175,14 @@ def test_prompt_templates_are_pinned():
     assert prompts.format_memory([]) == ""
     assert prompts.format_memory(["x"]).endswith("Reflection 1: x\n")
     assert prompts.format_step(2, "t", "Search[a]", "o") == "Thought 2: t\nAction 2: Search[a]\nObservation 2: o"
+
+
+def test_a_different_return_metric_is_a_different_run(settings):
+    from retro.agent.rollout import make_spec
+
+    models = toyenv.models()
+    em = make_spec(settings, models, "reflexion", "hotpotqa", "eval", ["a"], 2)
+    settings.rollout.hotpotqa_return = "f1"
+    f1 = make_spec(settings, models, "reflexion", "hotpotqa", "eval", ["a"], 2)
+    assert em.scoring == "" and f1.scoring == "hotpotqa_return=f1"
+    assert em.run_id != f1.run_id

@@ -106,6 +106,7 @@ def make_spec(settings: Settings, models: Models, mode: str, env: str, split: st
         actor_max_new_tokens=settings.actor.max_new_tokens,
         retro_max_new_tokens=settings.retrospective.max_new_tokens,
         retro_temperature=settings.retrospective.temperature, tag=tag,
+        scoring="hotpotqa_return=f1" if env == "hotpotqa" and r.hotpotqa_return == "f1" else "",
     )
 
 

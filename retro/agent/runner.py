@@ -55,10 +55,14 @@ class RolloutSpec:
     retro_max_new_tokens: int = 96
     retro_temperature: float = 0.0
     tag: str = ""  # e.g. the nightly date: same spec + new tag = a new run
+    scoring: str = ""  # a non-default return, e.g. "hotpotqa_return=f1": other returns, so another run
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = asdict(self)
+        if not fields["scoring"]:  # absent when default, so the run ids of default specs stay what they were
+            del fields["scoring"]
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.mode}-{self.env}-{self.split}-{digest}"
 
     @property

@@ -25,23 +25,32 @@ def demo(
 ) -> None:
     """The main job at a small scale on the embedded model: the nightly flow, then all three modes side by side.
 
+    HotPotQA returns are token F1 here (success stays exact match): a 135M actor rarely answers exactly,
+    and with 0/1 returns every rating would be 0 and training would have nothing to learn from.
+
     Example: retro demo
     """
     from flows.nightly import nightly_flow
+    from retro.agent.rollout import load_models
     from retro.eval.compare import compare_modes
     from retro.store import Lake
 
     started = time.perf_counter()
-    overrides = {"preset": "tiny"}
+    overrides = {"preset": "tiny", "rollout": {"hotpotqa_return": "f1"}}
     s = settings(**overrides)
     console.rule("nightly-retrain (Prefect, embedded SmolLM2-135M)")
     night = nightly_flow(env=env, tasks=tasks, trials=trials, tag="demo", overrides=overrides)
     console.rule("react vs reflexion vs retroformer on the held-out split")
     lake = Lake(s)
-    table = compare_modes(s, lake, env=env, tasks=tasks, trials=trials, tag="demo")
+    candidate = (night.get("trained") or {}).get("candidate")
+    # retroformer = tonight's candidate (promoted or not; the evaluation already ran it), else the promoted one
+    table = compare_modes(s, lake, env=env, tasks=tasks, trials=trials, tag="demo",
+                          models_for=lambda mode, adapter: load_models(s, lake, mode, candidate or adapter))
     print_frame(table, title=f"success after each trial ({env}, {tasks} held-out tasks)")
     console.print(f"data sets: {night.get('datasets')}")
-    console.print(f"models: {night.get('trained')}")
+    trained = night.get("trained") or {}
+    console.print(f"models: sft={trained.get('sft')} rm={trained.get('rm')} ppo={trained.get('ppo')}"
+                  + "".join(f"\n  {why}" for why in (trained.get("skipped") or {}).values()))
     evaluation = night.get("evaluation")
     if evaluation:
         console.print(f"evaluation: candidate {evaluation['candidate']} {evaluation['candidate_curve']} vs "
