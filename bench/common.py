@@ -26,7 +26,7 @@ def embedded_models_dir() -> Path:
     from retro.config import load_settings
     from retro.llm import ensure_embedded
 
-    return ensure_embedded(load_settings()).parent
+    return ensure_embedded(load_settings()).parent.resolve()  # absolute: it becomes a symlink target
 
 
 def fresh_settings(tmp: Path, share_models: bool = False, **overrides):

@@ -30,7 +30,7 @@ def timed_cli(args: list[str], home: Path) -> tuple[float, str]:
 
 
 def run(quick: bool) -> list[str]:
-    args = ["demo", "--tasks", "2", "--trials", "2"] if quick else ["demo"]
+    args = ["demo", "--tasks", "2", "--trials", "2", "--train-tasks", "4"] if quick else ["demo"]
     with tempfile.TemporaryDirectory() as tmp:
         convert_home = Path(tmp) / "convert"
         convert, _ = timed_cli(["models", "check"], convert_home)

@@ -19,8 +19,9 @@ from retro.commands.common import console, print_frame, settings
 
 
 def demo(
-    tasks: Annotated[int, typer.Option(help="Tasks per rollout.")] = 4,
+    tasks: Annotated[int, typer.Option(help="Held-out tasks per evaluation rollout.")] = 4,
     trials: Annotated[int, typer.Option(help="Trials per task.")] = 3,
+    train_tasks: Annotated[int, typer.Option(help="Tasks of the nightly training rollout.")] = 8,
     env: Annotated[str, typer.Option(help="Environment.")] = "hotpotqa",
 ) -> None:
     """The main job at a small scale on the embedded model: the nightly flow, then all three modes side by side.
@@ -39,7 +40,8 @@ def demo(
     overrides = {"preset": "tiny", "rollout": {"hotpotqa_return": "f1"}}
     s = settings(**overrides)
     console.rule("nightly-retrain (Prefect, embedded SmolLM2-135M)")
-    night = nightly_flow(env=env, tasks=tasks, trials=trials, tag="demo", overrides=overrides)
+    overrides["eval"] = {"tasks": tasks, "trials": trials}  # the nightly evaluation = the comparison's runs
+    night = nightly_flow(env=env, tasks=train_tasks, trials=trials, tag="demo", overrides=overrides)
     console.rule("react vs reflexion vs retroformer on the held-out split")
     lake = Lake(s)
     candidate = (night.get("trained") or {}).get("candidate")

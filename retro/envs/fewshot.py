@@ -105,10 +105,15 @@ def _comparison_plan(env, task: Task) -> list[tuple[str, str]] | None:
 
 
 def hotpotqa_examples(env, tasks: Sequence[Task]) -> str:
-    """One bridge and one comparison example: the first train tasks (by id) whose gold path fits."""
+    """One comparison and one bridge example: the last train tasks (by id) whose gold path fits.
+
+    The bridge example comes last because a small actor copies the nearest example: ending on a
+    comparison's "Finish[no]" made SmolLM2-135M answer "no" to every question. Taking them from the
+    end of the split keeps them out of a train rollout of the first N tasks (no answer in the prompt).
+    """
     examples = []
-    for kind, make_plan in (("bridge", _bridge_plan), ("comparison", _comparison_plan)):
-        for task in tasks:
+    for kind, make_plan in (("comparison", _comparison_plan), ("bridge", _bridge_plan)):
+        for task in reversed(tasks):
             plan = make_plan(env, task) if task.metadata["type"] == kind else None
             if plan is None:
                 continue
