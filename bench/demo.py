@@ -41,6 +41,9 @@ def run(quick: bool) -> list[str]:
         load_before = os.getloadavg()[0]
         wall, output = timed_cli(args, home)
         load_after = os.getloadavg()[0]
+        keep = ROOT / "bench" / "out" / "demo-home"  # git-ignored: the demo's lake and report, to look at
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(home, keep, symlinks=True, ignore=shutil.ignore_patterns("models", "prefect"))
     table = [line for line in output.splitlines() if line.startswith(("┃", "│", "┏", "┡", "└"))]
     return [
         "| step | wall s |", "|---|---|",
