@@ -19,7 +19,9 @@ from common import ROOT, fresh_settings
 
 
 def timed_cli(args: list[str], home: Path) -> tuple[float, str]:
-    env = {**os.environ, "RETRO_HOME": str(home)}
+    # as a user runs it: none of this process's Prefect or retro settings (earlier benchmarks set some)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RETRO_"))}
+    env["RETRO_HOME"] = str(home)
     start = time.perf_counter()
     out = subprocess.run([str(Path(sys.executable).parent / "retro"), *args], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=False)
