@@ -48,7 +48,9 @@ def demo(
     # retroformer = tonight's candidate (promoted or not; the evaluation already ran it), else the promoted one
     table = compare_modes(s, lake, env=env, tasks=tasks, trials=trials, tag="demo",
                           models_for=lambda mode, adapter: load_models(s, lake, mode, candidate or adapter))
-    print_frame(table, title=f"success after each trial ({env}, {tasks} held-out tasks)")
+    shown = table.drop("run_id", strict=False)  # narrow enough for an 80-column terminal
+    shown = shown.rename({c: c.replace("success_trial_", "trial ") for c in shown.columns if c.startswith("success_")})
+    print_frame(shown, title=f"success rate after each trial ({env}, {tasks} held-out tasks)")
     console.print(f"data sets: {night.get('datasets')}")
     trained = night.get("trained") or {}
     console.print(f"models: sft={trained.get('sft')} rm={trained.get('rm')} ppo={trained.get('ppo')}"
