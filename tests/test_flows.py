@@ -1,19 +1,18 @@
+# ruff: noqa: F811 (fixtures imported from trainkit come back as test arguments)
 """Flows on the real Prefect engine (prefect_test_harness) with scripted models on the toy env."""
 
 from __future__ import annotations
 
 import pytest
 import toyenv
+from trainkit import tiny_model_dir  # noqa: F401 (fixture)
 
 from retro.envs import ENVS
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
+@pytest.fixture
+def harness(prefect_harness):
+    """The session's temporary Prefect API (tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -27,6 +26,8 @@ def scripted(monkeypatch, settings):
         models = toyenv.models()
         if mode == "react":
             models.retro, models.retro_version = None, None
+        if mode == "retroformer":  # the scripted retrospective model stands in for the adapter
+            models.retro_version = adapter
         return models
 
     monkeypatch.setattr(rollout_module, "load_models", fake_load)
@@ -72,3 +73,60 @@ def test_deployments_carry_the_nightly_schedule(settings):
     (nightly,) = built["nightly"].schedules
     assert (nightly.schedule.cron, nightly.schedule.timezone) == ("30 3 * * *", settings.schedule.timezone)
     assert all(not d.schedules for name, d in built.items() if name != "nightly")
+
+
+COUNTED = ("runs", "trials", "steps", "reflections", "ratings", "dataset_versions", "model_evaluations")
+
+
+def counts(lake) -> dict[str, int]:
+    return {t: lake.read(f"SELECT count(*) FROM lake.{t}").item() for t in COUNTED}
+
+
+def train_counts(lake) -> dict[str, int]:
+    return {t: lake.read(f"SELECT count(*) FROM lake.{t} JOIN lake.runs USING (run_id) WHERE split = 'train'").item()
+            for t in ("trials", "steps", "reflections", "ratings")}
+
+
+def test_nightly_flow_collects_rates_trains_evaluates_and_reruns_idempotently(harness, scripted, lake,
+                                                                              tiny_model_dir):
+    """The whole night on the real engine: scripted actor on the toy env, real trainers on a tiny model."""
+    from flows.nightly import nightly_flow
+
+    overrides = {"preset": "tiny", "retrospective": {"model": str(tiny_model_dir)},
+                 "train": {"max_new_tokens": 8, "max_length": 256, "batch_size": 2, "ppo_total_episodes": 4,
+                           "ppo_epochs": 1}, "eval": {"tasks": 3, "trials": 2}}
+    night = nightly_flow(env="toy", tasks=4, trials=2, tag="night-1", overrides=overrides)
+
+    assert night["rollout"]["success_by_trial"] == [0.0, 1.0]  # toy reflections carry the fix
+    assert night["ratings"] == 4  # one reflection per task, each followed by a trial
+    assert set(night["datasets"]) == {"sft", "reward", "ppo"}
+    candidate = night["trained"]["candidate"]
+    assert candidate == night["trained"]["sft"]  # every rating is 1: one class, so no reward model and no PPO
+    assert set(night["trained"]["skipped"]) == {"rm", "ppo"}
+    evaluation = night["evaluation"]
+    assert evaluation["candidate"] == candidate and evaluation["incumbent"] == "base"
+    assert evaluation["promoted"] is False  # the scripted candidate ties the base model: ties keep the incumbent
+    runs = lake.read("SELECT split, mode, retro_model_version, flow_run_id FROM lake.runs ORDER BY split, mode")
+    assert runs.select("split", "mode", "retro_model_version").rows() == [
+        ("eval", "reflexion", "base"), ("eval", "retroformer", candidate), ("train", "reflexion", "base")]
+    assert runs["flow_run_id"].null_count() == 0  # every row joins back to its Prefect flow run
+    assert lake.read("SELECT stage FROM lake.model_versions").rows() == [("sft",)]
+    before = counts(lake)
+    assert before["model_evaluations"] == 2
+    night_train = train_counts(lake)
+    unrated = lake.read(  # the evaluation's reflections came after tonight's labelling
+        "SELECT count(*) FROM lake.reflections f WHERE EXISTS (SELECT 1 FROM lake.trials t WHERE t.run_id = f.run_id"
+        " AND t.task_id = f.task_id AND t.trial = f.trial + 1) AND NOT EXISTS (SELECT 1 FROM lake.ratings r"
+        " WHERE r.run_id = f.run_id AND r.task_id = f.task_id AND r.trial = f.trial)").item()
+    assert unrated > 0
+
+    again = nightly_flow(env="toy", tasks=4, trials=2, tag="night-1", overrides=overrides)
+    after = counts(lake)
+    assert again["rollout"]["success_by_trial"] == [0.0, 1.0]
+    assert again["ratings"] == unrated  # only what was new; nothing rated twice
+    assert train_counts(lake) == night_train  # the night's collection and labels are not redone
+    keys = "SELECT count(*) - count(DISTINCT (run_id, task_id, trial, label_version)) FROM lake.ratings"
+    assert lake.read(keys).item() == 0  # nothing rated twice
+    # Training is not idempotent yet: a rerun trains a new candidate (new model id), which the
+    # evaluation then runs as a new retroformer run.
+    assert after["runs"] == before["runs"] + 1
