@@ -46,3 +46,14 @@ def test_retro_report_on_an_empty_lake_says_no_runs_yet(lake, tmp_path):
     assert "No runs yet" in index.read_text() and "No trained adapters yet" in index.read_text()
     assert not list(index.parent.glob("*.png"))
     assert json.loads((index.parent / "curves.json").read_text()) == []
+
+
+def test_curves_keep_the_splits_apart():
+    import polars as pl
+
+    view = pl.DataFrame({"run_id": ["a", "a", "b", "b"], "mode": ["reflexion"] * 4, "env": ["hotpotqa"] * 4,
+                         "split": ["train", "train", "eval", "eval"], "retro_model_version": ["base"] * 4,
+                         "trial": [0, 1, 0, 1], "success_rate": [0.0, 0.0, 0.0, 0.25]})
+    series = mean_curves(view)
+    by_split = {s: part["success_rate"].to_list() for (s,), part in series.group_by("split", maintain_order=True)}
+    assert by_split == {"eval": [0.0, 0.25], "train": [0.0, 0.0]}  # not averaged into 0.125

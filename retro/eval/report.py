@@ -66,12 +66,13 @@ def read_report_data(lake: Lake) -> ReportData:
 
 
 def mean_curves(curves: pl.DataFrame) -> pl.DataFrame:
-    """The plotted series: success rate per trial averaged over the runs of one (env, mode, model version)."""
+    """The plotted series: success rate per trial averaged over the runs of one (env, split, mode, model
+    version); splits stay apart, since training-split runs say nothing about held-out success."""
     return (
         curves.with_columns(pl.col("retro_model_version").fill_null("-"))
-        .group_by("env", "mode", "retro_model_version", "trial")
+        .group_by("env", "split", "mode", "retro_model_version", "trial")
         .agg(pl.col("success_rate").mean(), pl.len().alias("n_runs"))
-        .sort("env", "mode", "retro_model_version", "trial")
+        .sort("env", "split", "mode", "retro_model_version", "trial")
     )
 
 
@@ -88,15 +89,15 @@ def _pyplot():
 def plot_success_curves(curves: pl.DataFrame, path: Path) -> None:
     plt = _pyplot()
     series = mean_curves(curves)
-    envs = series["env"].unique(maintain_order=True).to_list()
-    fig, axes = plt.subplots(1, len(envs), figsize=(6 * len(envs), 4), squeeze=False)
-    for ax, env in zip(axes[0], envs, strict=True):
-        for (mode, version), part in series.filter(pl.col("env") == env).group_by(
+    panels = series.select("env", "split").unique(maintain_order=True).rows()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (env, split) in zip(axes[0], panels, strict=True):
+        for (mode, version), part in series.filter((pl.col("env") == env) & (pl.col("split") == split)).group_by(
                 "mode", "retro_model_version", maintain_order=True):
             n_runs = int(part["n_runs"].max())
             ax.plot(part["trial"].to_list(), part["success_rate"].to_list(), marker="o",
                     label=f"{mode} / {version} ({n_runs} run{'s' if n_runs > 1 else ''})")
-        ax.set(title=f"{env}: success rate after each trial", xlabel="trial", ylabel="success rate",
+        ax.set(title=f"{env} / {split}: success rate after each trial", xlabel="trial", ylabel="success rate",
                ylim=(-0.02, 1.02))
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
