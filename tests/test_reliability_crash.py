@@ -17,12 +17,12 @@ from pathlib import Path
 import crashkit
 import polars as pl
 import pytest
+from lakerows import TABLES, lake_rows
 
 from retro.config import load_settings
 from retro.store import KEYS, Lake
 
 CRASHKIT = Path(crashkit.__file__)
-TABLES = ("runs", "tasks", "trials", "steps", "reflections", "run_ends")
 # What may differ between two runs of the same spec: timings, timestamps, and the config (other home).
 VOLATILE = {"seconds", "created_at", "started_at", "finished_at", "config", "config_hash"}
 
@@ -31,17 +31,15 @@ def lake_at(home: Path) -> Lake:
     return Lake(load_settings(home=home, preset="tiny"))
 
 
+def curve_only(name: str, df: pl.DataFrame) -> pl.DataFrame:
+    """run_ends' "written" counts are the last invocation's; the success curve is the run's."""
+    if name == "run_ends":
+        return df.with_columns(pl.col("summary").str.json_path_match("$.success_by_trial"))
+    return df
+
+
 def rows(lake: Lake) -> dict[str, pl.DataFrame]:
-    """Every table's rows without the volatile columns, sorted."""
-    out = {}
-    with lake.connect() as con:
-        for name in TABLES:
-            df = con.execute(f"SELECT * FROM lake.{name}").pl()
-            df = df.drop([c for c in df.columns if c in VOLATILE])
-            if name == "run_ends":  # its "written" counts are the last invocation's; the curve is the run's
-                df = df.with_columns(pl.col("summary").str.json_path_match("$.success_by_trial"))
-            out[name] = df.sort(df.columns)
-    return out
+    return lake_rows(lake, VOLATILE, curve_only)
 
 
 def assert_whole_commits(lake: Lake) -> None:

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 import toyenv
 import toyworker
+from lakerows import TABLES, lake_rows
 
 from retro.agent.rollout import rollout
 from retro.agent.shards import commit_shards, plan_shards, run_shard, split_tasks
@@ -21,22 +22,10 @@ from retro.store.staging import StagingLake
 # the code version (a commit may land between the two runs).
 VOLATILE = {"seconds", "created_at", "started_at", "finished_at", "flow_run_id", "config", "config_hash",
             "code_version"}
-TABLES = ("runs", "tasks", "trials", "steps", "reflections", "run_ends")
-
-
-def rows(lake: Lake) -> dict[str, pl.DataFrame]:
-    """Every table's rows without the volatile columns, in key order."""
-    out = {}
-    with lake.connect() as con:
-        for name in TABLES:
-            df = con.execute(f"SELECT * FROM lake.{name}").pl()
-            df = df.drop([c for c in df.columns if c in VOLATILE])
-            out[name] = df.sort(df.columns)
-    return out
 
 
 def assert_same_rows(a: Lake, b: Lake) -> None:
-    left, right = rows(a), rows(b)
+    left, right = lake_rows(a, VOLATILE), lake_rows(b, VOLATILE)
     for name in TABLES:
         assert left[name].height > 0 or name == "run_ends", name
         assert left[name].equals(right[name]), f"{name} differs:\n{left[name]}\n{right[name]}"
