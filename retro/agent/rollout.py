@@ -13,7 +13,7 @@ from retro.agent.runner import ProgressFn, RolloutSpec, Runner, RunResult
 from retro.config import MODES, Settings
 from retro.envs import get_env
 from retro.errors import ConfigError, LakeBusyError, ModelNotFoundError
-from retro.llm.base import LLM
+from retro.llm.base import LLM, same_base_model
 from retro.provenance import code_version
 from retro.store.lake import Lake
 
@@ -51,19 +51,13 @@ def resolve_adapter(lake: Lake, adapter: str | None, base_model: str | None = No
             f"adapter of model version {version.model_id} is missing at {version.adapter_path}: restore that folder "
             "(e.g. from the backup of $RETRO_HOME/models) or pick another with --adapter (`retro models list`)"
         )
-    if base_model is not None and not _same_base(version.base_model, base_model):
+    if base_model is not None and not same_base_model(version.base_model, base_model):
         raise ModelNotFoundError(
             f"adapter {version.model_id} was trained on base model {version.base_model!r}, but "
             f"RETRO_RETROSPECTIVE__MODEL is {base_model!r}: set it to {version.base_model!r} or pick an adapter "
             "trained on this base (`retro models list`)"
         )
     return version.model_id, str(version.adapter_path)
-
-
-def _same_base(trained_on: str, configured: str) -> bool:
-    """Lenient like the HF backend's own check: the same string, folder, or folder name."""
-    a, b = Path(trained_on).expanduser(), Path(configured).expanduser()
-    return trained_on == configured or a.resolve() == b.resolve() or a.name.lower() == b.name.lower()
 
 
 def auto_mode(lake: Lake) -> str:

@@ -8,6 +8,7 @@ answer such as "Thought 1:"), so the actor can steer an instruct model with a Re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 Message = dict[str, str]
@@ -64,3 +65,11 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
         if i != -1:
             cut = min(cut, i)
     return text[:cut]
+
+
+def same_base_model(trained_on: str, configured: str) -> bool:
+    """Whether an adapter trained on `trained_on` fits the base model `configured`: the same string, the
+    same folder, or the same folder name (the same model under another RETRO_HOME, or its hub id)."""
+    a, b = Path(trained_on).expanduser(), Path(configured).expanduser()
+    return trained_on == configured or a.resolve() == b.resolve() or a.name.lower() == b.name.lower()
+

@@ -22,7 +22,7 @@ import torch
 
 from retro.config import ModelSettings
 from retro.errors import ModelNotFoundError
-from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop
+from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop, same_base_model
 from retro.llm.prefix_cache import PrefixCache, batch_after_prefix
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,7 @@ def _check_adapter(adapter_path: Path, base_path: Path) -> None:
             f"adapter {adapter_path} not found (no adapter_config.json): check the model version's path"
         )
     trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path") or ""
-    same = (
-        not trained_on
-        or Path(trained_on).expanduser().resolve() == base_path.resolve()
-        or Path(trained_on).name.lower() == base_path.name.lower()  # same model, other RETRO_HOME or hub id
-    )
-    if not same:
+    if trained_on and not same_base_model(trained_on, str(base_path)):
         raise ModelNotFoundError(
             f"adapter {adapter_path} was trained on {trained_on}, not on {base_path}: "
             "use that base model or an adapter trained on this one"
