@@ -134,7 +134,6 @@ class Runner:
         self.written = {"trials": 0, "steps": 0, "reflections": 0}
         self.tokens = [0, 0]
         self.episodes_done = 0
-        self.successes = 0
         self.last_trial: dict[str, int] = {}  # task_id -> highest trial finished (committed or resumed)
         self.solved: set[str] = set()
         self.rounds_logged = 0  # trials 0..rounds_logged-1 have had their success rate logged
@@ -173,7 +172,6 @@ class Runner:
             if mine.height and mine["success"].any():
                 self.solved.add(task_id)
                 self.episodes_done += mine.height
-                self.successes += 1
                 continue
             next_trial = int(mine["trial"].max()) + 1 if mine.height else 0
             self.episodes_done += mine.height
@@ -330,7 +328,6 @@ class Runner:
                        "thought": s.thought, "action": s.action, "observation": s.observation, "reward": s.reward,
                        "valid": s.valid} for i, s in enumerate(live.trajectory.steps)]
             self.episodes_done += 1
-            self.successes += live.success
             self.last_trial[live.task.task_id] = live.trial
             if live.success:
                 self.solved.add(live.task.task_id)
@@ -355,7 +352,7 @@ class Runner:
 
     def _report(self, started: float) -> None:
         elapsed = time.perf_counter() - started
-        self.progress({"episodes_done": self.episodes_done, "successes": self.successes,
+        self.progress({"episodes_done": self.episodes_done, "successes": len(self.solved),
                        "n_tasks": len(self.task_ids), "max_episodes": len(self.task_ids) * self.spec.trials,
                        "completion_tokens": self.tokens[1],
                        "tokens_per_second": self.tokens[1] / elapsed if elapsed else 0.0})
