@@ -36,12 +36,7 @@ def rollout(
 
         out = rollout_flow(env=env, split=split, mode=mode, tasks=tasks, trials=trials, adapter=adapter, tag=tag,
                            workers=workers or s.rollout.workers)
-        if as_json:
-            print(json.dumps(out))
-            return
-        console.print(f"run [bold]{out['run_id']}[/bold]: {out['written']['trials']} new trials")
-        for i, rate in enumerate(out["success_by_trial"]):
-            console.print(f"  success after trial {i}: {rate:.0%}")
+        _print_rollout(out, as_json, "")
         return
     lake = Lake(s)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -58,12 +53,16 @@ def rollout(
                              adapter=adapter, tag=tag, progress=progress)
     summary = {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written,
                "seconds": round(result.seconds, 1), "tokens_per_second": round(result.tokens_per_second, 1)}
+    _print_rollout(summary, as_json, f" in {result.seconds:.0f}s ({result.tokens_per_second:.1f} tok/s)")
+
+
+def _print_rollout(summary: dict, as_json: bool, timing: str) -> None:
+    """A rollout's summary as JSON, or its run id, new trials and success after each trial."""
     if as_json:
         print(json.dumps(summary))
         return
-    console.print(f"run [bold]{result.run_id}[/bold]: {result.written['trials']} new trials in "
-                  f"{result.seconds:.0f}s ({result.tokens_per_second:.1f} tok/s)")
-    for i, rate in enumerate(result.success_by_trial):
+    console.print(f"run [bold]{summary['run_id']}[/bold]: {summary['written']['trials']} new trials{timing}")
+    for i, rate in enumerate(summary["success_by_trial"]):
         console.print(f"  success after trial {i}: {rate:.0%}")
 
 
