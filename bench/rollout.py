@@ -1,20 +1,43 @@
 """Rollout throughput: the batched runner vs one episode at a time, same model, tasks and decoding.
 
-The sequential loop is how Reflexion's and Retroformer's own code run: one task's episode steps alone,
-one generate call per prompt. The batched runner steps every live episode in one generate call. Both
-use greedy decoding on the embedded model, so they should take the same actions; the benchmark counts
-the steps whose actions agree (padding in a batch can flip a near-tie of the logits now and then).
-An untimed warm-up builds the shared-prefix cache first, so neither side pays for it; a third row
-runs the batched runner with that cache off.
+The reference is how Reflexion's and Retroformer's own code run: one task's episode steps alone and
+every call sends its whole prompt (instruction, examples, trajectory so far), which the model prefills
+from scratch. The batched runner steps every live episode in one generate call, prefills the shared
+instruction + examples once (the prefix cache) and, for each episode, only what its prompt adds to
+its previous call (the row cache). Two more rows take those parts apart: the same caches one episode
+at a time (what batching alone adds), and the batched runner without the row cache.
+
+All runs decode greedily on the embedded model, so they should take the same actions; the benchmark
+counts the steps whose action equals the reference loop's (a cached or padded row computes the same
+logits up to float rounding, which can flip a near-tie now and then). An untimed warm-up builds the
+shared-prefix cache first, and the row cache is emptied before every run: no run reuses another's work.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import fresh_settings
+
+NO_CACHES = {"prefix_cache_tokens": 0, "kv_cache_mb": 0}
+RUNS = [  # (row, one episode at a time?, actor settings changed from the defaults)
+    ("batched runner (prefix + row caches)", False, {}),
+    ("batched, row cache off", False, {"kv_cache_mb": 0}),
+    ("sequential with the same caches", True, {}),
+    ("sequential, no caches (the reference loop)", True, NO_CACHES),
+]
+
+
+@dataclass
+class Measured:
+    wall: float
+    steps: dict[tuple, str]  # (task, trial, step) -> action
+    prompt_tokens: int
+    prefilled: int  # prompt tokens the model actually ran (the rest came from a cache)
+    generated: int
 
 
 def actions(lake, run_id: str) -> dict[tuple, str]:
@@ -34,44 +57,50 @@ def run(quick: bool) -> list[str]:
                                   actor={"max_new_tokens": 32})
         lake = Lake(settings)
         models = load_models(settings, lake, "react")
-        rollout(settings.model_copy(update={"rollout": settings.rollout.model_copy(update={"max_steps": 1})}),
-                lake, env="hotpotqa", split="eval", mode="react", tasks=2, trials=1, tag="warm-up", models=models)
-        cached = models.actor.settings
-        models.actor.settings = cached.model_copy(update={"prefix_cache_tokens": 0})
-        start = time.perf_counter()
-        uncached = rollout(settings, lake, env="hotpotqa", split="eval", mode="react", tasks=tasks,
-                           trials=trials, tag="bench-batched-no-prefix-cache", models=models)
-        t_uncached = time.perf_counter() - start
-        models.actor.settings = cached
-        start = time.perf_counter()
-        batched = rollout(settings, lake, env="hotpotqa", split="eval", mode="react", tasks=tasks,
-                          trials=trials, tag="bench-batched", models=models)
-        t_batched = time.perf_counter() - start
+        actor, defaults = models.actor, models.actor.settings
+        warm = settings.model_copy(update={"rollout": settings.rollout.model_copy(update={"max_steps": 1})})
+        rollout(warm, lake, env="hotpotqa", split="eval", mode="react", tasks=2, trials=1, tag="warm-up", models=models)
         env = get_env("hotpotqa", settings)
         task_ids = [t.task_id for t in env.load_tasks("eval")[:tasks]]
-        start = time.perf_counter()
-        seq_tokens, seq_actions = 0, {}
-        for task_id in task_ids:  # one episode at a time
-            spec = make_spec(settings, models, "react", "hotpotqa", "eval", [task_id], trials, tag="bench-seq")
-            result = Runner(lake, env, models.actor, None, spec).run()
-            seq_tokens += result.completion_tokens
-            seq_actions |= actions(lake, spec.run_id)
-        t_seq = time.perf_counter() - start
-        batched_actions = actions(lake, batched.run_id)
-        uncached_steps = len(actions(lake, uncached.run_id))
-    same = sum(batched_actions.get(k) == v for k, v in seq_actions.items())
-    episodes = tasks * trials
 
-    def row(name: str, steps_: int, wall: float, tokens: int) -> str:
-        return f"| {name} | {episodes} | {steps_} | {wall:.1f} | {episodes / wall * 60:.2f} | {tokens / wall:.1f} |"
+        def measure(tag: str, sequential: bool, changes: dict) -> Measured:
+            actor.settings = defaults.model_copy(update=changes)
+            actor.shared.rows.clear()
+            reused_before = actor.shared.rows.reused_tokens + actor.shared.prefixes.reused_tokens
+            start = time.perf_counter()
+            groups = [[t] for t in task_ids] if sequential else [task_ids]
+            taken, prompt, generated = {}, 0, 0
+            for group in groups:
+                spec = make_spec(settings, models, "react", "hotpotqa", "eval", group, trials, tag=tag)
+                result = Runner(lake, env, actor, None, spec).run()
+                taken |= actions(lake, spec.run_id)
+                prompt, generated = prompt + result.prompt_tokens, generated + result.completion_tokens
+            wall = time.perf_counter() - start
+            reused = actor.shared.rows.reused_tokens + actor.shared.prefixes.reused_tokens - reused_before
+            return Measured(wall, taken, prompt, prompt - reused, generated)
 
-    return [
-        "| runner | episodes | steps | wall s | episodes/min | generated tok/s |", "|---|---|---|---|---|---|",
-        row("batched", len(batched_actions), t_batched, batched.completion_tokens),
-        row("sequential (one episode at a time)", len(seq_actions), t_seq, seq_tokens),
-        row("batched, prefix cache off", uncached_steps, t_uncached, uncached.completion_tokens),
-        (f"\n**Batched / sequential: {t_seq / t_batched:.2f}x; the shared-prefix cache: {t_uncached / t_batched:.2f}x** "
-         f"({tasks} HotPotQA eval tasks x {trials} trials, max {steps} steps, react mode, greedy, embedded "
-         f"SmolLM2-135M, both with the prefix cache; {same} of {len(seq_actions)} sequential steps took the same "
-         "action in the batched run)."),
-    ]
+        measured = {name: measure(f"bench-{i}", sequential, changes)
+                    for i, (name, sequential, changes) in enumerate(RUNS)}
+        actor.settings = defaults
+    return table(measured, tasks * trials) + [summary(measured, tasks, trials, steps)]
+
+
+def table(measured: dict[str, Measured], episodes: int) -> list[str]:
+    reference = measured[RUNS[-1][0]]
+    lines = ["| runner | episodes | steps | same action as the reference | wall s | episodes/min | generated tok/s "
+             "| prompt tokens | prefilled | speed-up vs reference |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in measured.items():
+        same = sum(reference.steps.get(k) == v for k, v in m.steps.items())
+        lines.append(f"| {name} | {episodes} | {len(m.steps)} | {same} | {m.wall:.1f} | {episodes / m.wall * 60:.2f} "
+                     f"| {m.generated / m.wall:.1f} | {m.prompt_tokens:,} | {m.prefilled:,} "
+                     f"| {reference.wall / m.wall:.2f}x |")
+    return lines
+
+
+def summary(measured: dict[str, Measured], tasks: int, trials: int, steps: int) -> str:
+    wall = {name: m.wall for name, m in measured.items()}
+    batched, row_off, seq_cached, reference = (wall[name] for name, _, _ in RUNS)
+    return (f"\n**Batched runner / reference loop: {reference / batched:.2f}x.** Of that, batching alone (same caches, "
+            f"one episode at a time vs all together): {seq_cached / batched:.2f}x; the row cache: "
+            f"{row_off / batched:.2f}x. ({tasks} HotPotQA eval tasks x {trials} trials, max {steps} steps, react mode, "
+            "greedy, 32 new tokens at most per call, embedded SmolLM2-135M fp32, 2 torch threads.)")

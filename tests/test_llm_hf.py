@@ -247,15 +247,19 @@ FAMILY = [SHARED + q for q in ("Question: who wrote Hamlet?", ("Question: where 
                                "the sea?"), "Question: 2 + 2?")]
 
 
+NO_CACHE = FP32.model_copy(update={"prefix_cache_tokens": 0, "kv_cache_mb": 0})
+PREFIX_ONLY = FP32.model_copy(update={"kv_cache_mb": 0})
+
+
 def test_prefix_cache_gives_the_same_completions(tiny_model_dir, fresh_bases):
     params = GenParams(max_new_tokens=12)
-    without = HFBackend(tiny_model_dir, FP32.model_copy(update={"prefix_cache_tokens": 0})).generate(FAMILY, params)
+    without = HFBackend(tiny_model_dir, NO_CACHE).generate(FAMILY, params)
     release_bases()
-    llm = HFBackend(tiny_model_dir, FP32)
+    llm = HFBackend(tiny_model_dir, PREFIX_ONLY)
     first = llm.generate(FAMILY, params)  # builds the shared prefix's cache
     again = llm.generate(FAMILY[::-1], params)  # reuses it
     alone = llm.generate(FAMILY[1:2], params)  # a batch of one reuses it too
-    assert len(llm.shared.prefixes.entries) == 1 and llm.shared.prefixes.hits == 2
+    assert len(llm.shared.prefixes.entries) == 1 and llm.shared.prefixes.hits == 3 + 3 + 1
     assert first.texts == without.texts
     assert again.texts == without.texts[::-1]
     assert alone.texts == without.texts[1:2]
@@ -266,8 +270,62 @@ def test_prefix_cache_is_per_adapter(tiny_model_dir, lora_dir, fresh_bases):
     params = GenParams(max_new_tokens=12)
     base = HFBackend(tiny_model_dir, FP32)
     adapted = HFBackend(tiny_model_dir, FP32, adapter_path=lora_dir)
-    plain = HFBackend(tiny_model_dir, FP32.model_copy(update={"prefix_cache_tokens": 0}), adapter_path=lora_dir)
+    plain = HFBackend(tiny_model_dir, NO_CACHE, adapter_path=lora_dir)
     reference = plain.generate(FAMILY, params).texts
     base.generate(FAMILY, params)
     assert adapted.generate(FAMILY, params).texts == reference  # not the base model's cached keys
     assert {name for name, _ in base.shared.prefixes.entries} == {None, adapted.adapter}
+    assert {e.adapter for e in base.shared.rows.entries.values()} == {None, adapted.adapter}
+
+
+def react_turns(llm, questions, steps, params):
+    """Drive ReAct-shaped chats step by step (each prompt continues the last one plus its completion and
+    an observation); returns every call's completions."""
+    bodies = ["Thought 1:"] * len(questions)
+    calls = []
+    for step in range(1, steps + 1):
+        chats = [[{"role": "user", "content": SHARED + q}, {"role": "assistant", "content": b}]
+                 for q, b in zip(questions, bodies)]
+        texts = llm.generate(chats, params).texts
+        calls.append(texts)
+        bodies = [f"{b} {t}\nObservation {step}: nothing found.\nThought {step + 1}:" for b, t in zip(bodies, texts)]
+    return calls
+
+
+def test_continued_prompts_prefill_only_their_new_tokens(tiny_model_dir, fresh_bases):
+    params = GenParams(max_new_tokens=8, stop=("\n",))
+    questions = ["Question: who wrote Hamlet?", "Question: 2 + 2?", "Question: where is Kyoto?"]
+    reference = react_turns(HFBackend(tiny_model_dir, NO_CACHE), questions, 3, params)
+    release_bases()
+    llm = HFBackend(tiny_model_dir, FP32)
+    assert react_turns(llm, questions, 3, params) == reference
+    rows = llm.shared.rows
+    assert rows.hits == 3 * 2  # every episode's 2nd and 3rd call continued its previous one
+    prompt_tokens = sum(llm.count_tokens([{"role": "user", "content": SHARED + q}]) for q in questions)
+    assert rows.reused_tokens > 2 * prompt_tokens  # at least the instruction of each continued call
+    assert len(rows.entries) == 3  # a continued entry is replaced by its continuation, not kept beside it
+
+
+def test_a_batch_mixing_continued_and_new_prompts_decodes_like_no_cache(tiny_model_dir, fresh_bases):
+    params = GenParams(max_new_tokens=8, stop=("\n",))
+    llm = HFBackend(tiny_model_dir, FP32)
+    react_turns(llm, ["Question: who wrote Hamlet?"], 2, params)  # leaves a cached row to continue
+    mixed = react_turns(llm, ["Question: who wrote Hamlet?", "Question: what is the tallest tree on Earth?",
+                              "Hi"], 2, params)
+    release_bases()
+    plain = react_turns(HFBackend(tiny_model_dir, NO_CACHE), ["Question: who wrote Hamlet?",
+                        "Question: what is the tallest tree on Earth?", "Hi"], 2, params)
+    assert mixed == plain
+
+
+def test_the_row_cache_stays_within_its_memory_budget(tiny_model_dir, fresh_bases):
+    llm = HFBackend(tiny_model_dir, FP32.model_copy(update={"kv_cache_mb": 1}))
+    params = GenParams(max_new_tokens=8)
+    prompts = [f"Question {i}: " + SHARED * 3 for i in range(6)]  # ~230 KB of keys/values each
+    for prompt in prompts:
+        llm.generate([prompt], params)
+    rows = llm.shared.rows
+    assert rows.nbytes == sum(e.nbytes for e in rows.entries.values()) <= 1 << 20
+    assert 1 < len(rows.entries) < 6  # the oldest went first
+    newest = list(rows.entries.values())[-1].tokens.tolist()
+    assert newest[: len(llm.encode(prompts[-1]))] == llm.encode(prompts[-1])

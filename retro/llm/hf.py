@@ -23,7 +23,10 @@ import torch
 from retro.config import ModelSettings
 from retro.errors import ModelNotFoundError
 from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop, same_base_model
-from retro.llm.prefix_cache import PrefixCache, batch_after_prefix
+from retro.llm.decode import Sampler, decode, stop_check
+from retro.llm.kv_batch import Reuse, alone_above, build_batch, prefill_alone, row_columns, row_kv
+from retro.llm.prefix_cache import PrefixCache
+from retro.llm.row_cache import RowCache
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +96,13 @@ class SharedBase:
     path: Path
     adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> peft adapter name
     lock: threading.Lock = field(default_factory=threading.Lock)
-    stops: dict[tuple[str, ...], Any] = field(default_factory=dict)  # stop strings -> StopStringCriteria
     prefixes: PrefixCache = field(default_factory=PrefixCache)  # shared prompt prefixes, prefilled once
+    rows: RowCache = field(default_factory=lambda: RowCache(0))  # recent prompts, continued by later calls
 
-    def stop_criteria(self, stop: tuple[str, ...]) -> Any:
-        """transformers' `stop_strings` criterion, built once per stop tuple: building it scans the whole
-        vocabulary (~0.2 s a call on SmolLM2), and the actor asks for the same stops every step."""
-        from transformers import StopStringCriteria
-
-        if stop not in self.stops:
-            self.stops[stop] = StopStringCriteria(self.tokenizer, list(stop))
-        return self.stops[stop]
+    @property
+    def ends(self) -> set[int]:
+        """The token ids that end a completion: the pad token and every end-of-sequence id."""
+        return {self.tokenizer.pad_token_id, *_eos_ids(self.base_model, self.tokenizer)}
 
     @property
     def base_model(self) -> Any:
@@ -254,12 +253,18 @@ class HFBackend:
         if params.temperature > 0:
             torch.manual_seed(params.seed)  # per call, so a rerun with the same seed samples the same text
         ids = [self.encode(p) for p in prompts]
-        texts: list[str] = []
-        completion_tokens: list[int] = []
-        for i in range(0, len(ids), self.settings.batch_size):
-            chunk_texts, chunk_counts = self._generate_chunk(ids[i : i + self.settings.batch_size], params)
-            texts += chunk_texts
-            completion_tokens += chunk_counts
+        texts, completion_tokens = [""] * len(ids), [0] * len(ids)
+        size = self.settings.batch_size
+        with self.shared.lock, self._adapter_context(), torch.inference_mode():
+            reuses = self._reuses(ids)
+            for i in range(0, len(ids), size):
+                rows, chunk_reuses = ids[i : i + size], reuses[i : i + size]
+                new_tokens = [len(row) - (r.n if r else 0) for row, r in zip(rows, chunk_reuses)]
+                cutoff = alone_above(new_tokens)
+                chunk_reuses = [prefill_alone(self.shared.model, row, r) if n > cutoff else r
+                                for row, r, n in zip(rows, chunk_reuses, new_tokens)]
+                chunk_texts, chunk_counts = self._generate_chunk(rows, chunk_reuses, params)
+                texts[i : i + size], completion_tokens[i : i + size] = chunk_texts, chunk_counts
         return Generation(
             texts=texts,
             prompt_tokens=[len(x) for x in ids],
@@ -276,46 +281,50 @@ class HFBackend:
         self.shared.model.set_adapter(self.adapter)
         return nullcontext()
 
-    def _generate_chunk(self, ids: list[list[int]], params: GenParams) -> tuple[list[str], list[int]]:
-        from transformers import StoppingCriteriaList
-
-        tok = self.tokenizer
-        sample = params.temperature > 0
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens, "do_sample": sample}
-        if sample:
-            kwargs |= {"temperature": params.temperature, "top_p": params.top_p}
-        with self.shared.lock, self._adapter_context(), torch.inference_mode():
-            if params.stop:
-                kwargs["stopping_criteria"] = StoppingCriteriaList([self.shared.stop_criteria(params.stop)])
-            input_ids, attention_mask, cache = self._inputs(ids)
-            if cache is not None:
-                kwargs["cache"] = cache
-            out = self.shared.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, pad_token_id=tok.pad_token_id, **kwargs
-            )
-        new = out[:, input_ids.shape[1] :]  # (B, new tokens)
-        ends = {tok.pad_token_id, *_eos_ids(self.base_model, tok)}
-        texts, counts = [], []
-        for row in new.tolist():
-            n = next((j for j, t in enumerate(row) if t in ends), len(row))
-            texts.append(cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), params.stop))
-            counts.append(n)
-        return texts, counts
-
-
-    def _inputs(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """Left-padded inputs, or inputs that continue a cached shared prefix (input_ids, mask, cache)."""
+    def _reuses(self, ids: list[list[int]]) -> list[Reuse | None]:
+        """Per prompt, the longest prefix with cached keys/values: the prompt it continues (the same
+        episode's last call), else a shared prefix, built here when two or more new prompts share one."""
+        reuses: list[Reuse | None] = [None] * len(ids)
+        if self.settings.kv_cache_mb:
+            rows = self.shared.rows
+            rows.max_bytes = max(rows.max_bytes, self.settings.kv_cache_mb << 20)
+            found = [rows.match(self.adapter, row) for row in ids]
+            for i, hit in enumerate(found):
+                if hit is not None:
+                    reuses[i] = hit[1]
+                    rows.used(hit[0], hit[1].n)
         min_tokens = self.settings.prefix_cache_tokens
-        found = None
         if min_tokens:
             prefixes = self.shared.prefixes
-            found = prefixes.find(self.adapter, ids)
-            if found is None and len(ids) > 1:  # a batch shows what its prompts share; a lone prompt does not
-                found = prefixes.build(self.shared.model, self.adapter, ids, min_tokens)
-        if found is not None:
-            return batch_after_prefix(ids, *found, pad_id=self.tokenizer.pad_token_id, device=self.device)
-        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(self.device)
-        return batch["input_ids"], batch["attention_mask"], None
+            fresh = [i for i, r in enumerate(reuses) if r is None or r.n < min_tokens]
+            shared = {i: prefixes.match(self.adapter, ids[i]) for i in fresh}
+            unmatched = [i for i in fresh if shared[i] is None]
+            if len(unmatched) > 1 and prefixes.build(self.shared.model, self.adapter, [ids[i] for i in unmatched],
+                                                     min_tokens):
+                shared |= {i: prefixes.match(self.adapter, ids[i]) for i in unmatched}
+            for i, reuse in shared.items():
+                if reuse is not None and (reuses[i] is None or reuse.n > reuses[i].n):
+                    reuses[i] = reuse
+        return reuses
+
+    def _generate_chunk(self, ids: list[list[int]], reuses: list[Reuse | None],
+                        params: GenParams) -> tuple[list[str], list[int]]:
+        tok = self.tokenizer
+        input_ids, attention_mask, cache, width = build_batch(ids, reuses, tok.pad_token_id, self.device,
+                                                             self.base_model.config, params.max_new_tokens)
+        new_width = input_ids.shape[1] - width
+
+        def keep(r: int, index: int, fed: list[int]) -> None:
+            """Keep a finished row's prompt and completion keys/values for the call that continues it."""
+            n = reuses[r].n if reuses[r] is not None else 0
+            columns = row_columns(width, n, new_width, len(ids[r]) - n, len(fed), self.device)
+            self.shared.rows.add(self.adapter, ids[r] + fed, len(ids[r]), row_kv(cache, index, columns))
+
+        new = decode(self.shared.model, input_ids, attention_mask, cache, params.max_new_tokens,
+                     Sampler(params.temperature, params.top_p), self.shared.ends, stop_check(tok, params.stop),
+                     on_leave=keep if self.settings.kv_cache_mb else None)
+        texts = [cut_at_stop(tok.decode(row, skip_special_tokens=True), params.stop) for row in new]
+        return texts, [len(row) for row in new]
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -2,21 +2,21 @@
 
 Every actor prompt of a run starts with the same instruction and few-shot examples (~700 tokens on
 HotPotQA) and differs only in its memory, question and trajectory. On a CPU the prefill of those
-shared tokens, repeated for every episode at every step, is most of the cost of a call. So the
-shared prefix is run through the model once, its cache is kept, and each later call only prefills
-what comes after it: rows are laid out as [prefix][padding][own tokens], with the padding masked
-out, and the position ids (computed by generate from the attention mask) continue the prefix.
+shared tokens, repeated for every episode, is most of the cost of its first call. So the shared
+prefix is run through the model once, its keys/values are kept, and each later prompt that starts
+with it only prefills what comes after it (retro.llm.kv_batch lays out the batch).
 
 The greedy completions equal those without the cache (tests/test_llm_hf.py checks it).
 """
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from typing import Any
 
 import torch
+
+from retro.llm.kv_batch import KV, Reuse
 
 MAX_ENTRIES = 4  # prefixes kept per base model (one per adapter and prompt family is typical)
 
@@ -32,55 +32,41 @@ def common_prefix_len(rows: list[list[int]]) -> int:
 
 
 class PrefixCache:
-    """A few (adapter, prefix tokens) -> model cache entries, least recently used dropped first."""
+    """A few (adapter, prefix tokens) -> keys/values entries, least recently used dropped first."""
 
     def __init__(self) -> None:
-        self.entries: OrderedDict[tuple[str | None, tuple[int, ...]], Any] = OrderedDict()
+        self.entries: OrderedDict[tuple[str | None, tuple[int, ...]], KV] = OrderedDict()
         self.hits = 0
+        self.reused_tokens = 0
 
-    def find(self, adapter: str | None, rows: list[list[int]]) -> tuple[int, Any] | None:
-        """(prefix length, cache for a batch of one) of the longest stored prefix of every row, leaving
-        each row at least one token of its own; or None."""
-        shortest = min(len(r) for r in rows)
+    def match(self, adapter: str | None, row: list[int]) -> Reuse | None:
+        """The longest stored prefix of `row`, leaving the row at least one token of its own; or None."""
         best = None
         for key in self.entries:
             name, prefix = key
             n = len(prefix)
-            if name == adapter and n < shortest and (best is None or n > len(best[1])) \
-                    and all(tuple(r[:n]) == prefix for r in rows):
+            if name == adapter and n < len(row) and (best is None or n > len(best[1])) and tuple(row[:n]) == prefix:
                 best = key
         if best is None:
             return None
         self.entries.move_to_end(best)
         self.hits += 1
-        return len(best[1]), self.entries[best]
+        self.reused_tokens += len(best[1])
+        return Reuse(len(best[1]), self.entries[best])
 
-    def build(self, model: Any, adapter: str | None, rows: list[list[int]], min_tokens: int) -> tuple[int, Any] | None:
-        """Run the rows' shared prefix through the model once and keep its cache; None if shorter than
-        min_tokens (not worth an entry)."""
+    def build(self, model: Any, adapter: str | None, rows: list[list[int]], min_tokens: int) -> bool:
+        """Run the rows' shared prefix through the model once and keep its keys/values; False if it is
+        shorter than min_tokens (not worth an entry)."""
         from transformers import DynamicCache
 
         n = min(common_prefix_len(rows), min(len(r) for r in rows) - 1)
         if n < min_tokens:
-            return None
+            return False
         prefix = tuple(rows[0][:n])
         device = next(model.parameters()).device
         out = model(input_ids=torch.tensor([prefix], device=device), cache=DynamicCache(), use_cache=True)
-        self.entries[(adapter, prefix)] = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        self.entries[(adapter, prefix)] = [(layer.keys, layer.values) for layer in cache.layers]
         while len(self.entries) > MAX_ENTRIES:
             self.entries.popitem(last=False)
-        return n, self.entries[(adapter, prefix)]
-
-
-def batch_after_prefix(rows: list[list[int]], n: int, cache: Any, pad_id: int,
-                       device: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Inputs for generate() that start from a cached prefix of length n: (input_ids, attention_mask, cache)."""
-    width = max(len(r) for r in rows) - n
-    ids, mask = [], []
-    for r in rows:
-        pad = width - (len(r) - n)
-        ids.append(r[:n] + [pad_id] * pad + r[n:])
-        mask.append([1] * n + [0] * pad + [1] * (len(r) - n))
-    batch_cache = copy.deepcopy(cache)  # generate() extends the cache in place; the stored one stays clean
-    batch_cache.batch_repeat_interleave(len(rows))
-    return (torch.tensor(ids, device=device), torch.tensor(mask, device=device), batch_cache)
+        return True
