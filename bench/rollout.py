@@ -87,8 +87,8 @@ def run(quick: bool) -> list[str]:
 
 def table(measured: dict[str, Measured], episodes: int) -> list[str]:
     reference = measured[RUNS[-1][0]]
-    lines = ["| runner | episodes | steps | same action as the reference | wall s | episodes/min | generated tok/s "
-             "| prompt tokens | prefilled | speed-up vs reference |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| runner | episodes | steps | same action as the reference | wall s | episodes/min | generated tok/s "
+             "| prompt tokens | prefilled | speed-up vs reference |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in measured.items():
         same = sum(reference.steps.get(k) == v for k, v in m.steps.items())
         lines.append(f"| {name} | {episodes} | {len(m.steps)} | {same} | {m.wall:.1f} | {episodes / m.wall * 60:.2f} "

@@ -22,6 +22,7 @@ import torch
 
 from retro.config import ModelSettings
 from retro.errors import ModelNotFoundError
+from retro.llm.attention import use_grouped_sdpa
 from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop, same_base_model
 from retro.llm.decode import Sampler, decode, stop_check
 from retro.llm.kv_batch import Reuse, alone_above, build_batch, prefill_alone, row_columns, row_kv
@@ -127,6 +128,8 @@ def load_base(path: Path, dtype: torch.dtype, device: str) -> SharedBase:
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+            if device == "cpu":
+                use_grouped_sdpa(model)
             _BASES[key] = SharedBase(model=model, tokenizer=tokenizer, path=path)
             log.info("loaded %s (%s, %s) in %.1f s", path, dtype, device, time.perf_counter() - start)
         return _BASES[key]
