@@ -1,10 +1,11 @@
-"""The key/value reuse bookkeeping without a model: the batch layout, the row cache's rules."""
+"""Decoding bookkeeping without a model: the batch layout, the row cache's rules, the sampler."""
 
 from __future__ import annotations
 
 import torch
 
-from retro.llm.kv_batch import Reuse, build_batch, row_columns
+from retro.llm.decode import Sampler
+from retro.llm.kv_batch import Reuse, alone_above, build_batch, row_columns
 from retro.llm.row_cache import RowCache
 
 
@@ -64,3 +65,18 @@ def test_the_least_recently_used_entries_go_first_and_an_oversized_one_is_not_ke
     assert [e.tokens[0] for e in cache.entries.values()] == [1, 3] and cache.nbytes == 2 * one
     cache.add(None, [4] * 20, 20, kv(20))
     assert [e.tokens[0] for e in cache.entries.values()] == [1, 3]
+
+
+def test_a_row_that_adds_far_more_tokens_is_prefilled_alone():
+    assert alone_above([30, 25, 28, 32, 400, 27]) == 32  # the observation paragraph goes alone
+    assert alone_above([30, 25, 28, 32, 60, 27]) == 60  # a little padding is cheaper than a pass of its own
+    assert alone_above([5]) == 5
+
+
+def test_sampling_keeps_to_the_nucleus_and_greedy_takes_the_argmax():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
+    torch.manual_seed(0)
+    picked = Sampler(temperature=1.0, top_p=0.7).pick(logits)
+    assert set(picked.tolist()) == {0, 1}  # 0.5 + 0.3 crosses 0.7: the rest is never drawn
+    assert 0.55 < (picked == 0).float().mean() < 0.70  # renormalized: 0.5 / 0.8
+    assert Sampler().pick(logits[:1]).tolist() == [0]

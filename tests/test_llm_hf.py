@@ -119,6 +119,19 @@ def test_batched_equals_one_by_one_under_greedy(tiny_model_dir, fresh_bases):
     assert batched.seconds > 0 and batched.errors == [None] * len(PROMPTS)
 
 
+def test_decoding_matches_transformers_generate(tiny_model_dir, fresh_bases):
+    llm = HFBackend(tiny_model_dir, NO_CACHE)
+    tok = llm.tokenizer
+    ours = llm.generate(PROMPTS, GenParams(max_new_tokens=10)).texts
+    theirs = []
+    for prompt in PROMPTS:
+        ids = torch.tensor([llm.encode(prompt)])
+        out = llm.shared.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
+                                        do_sample=False, pad_token_id=tok.pad_token_id)
+        theirs.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    assert ours == theirs
+
+
 def test_batches_are_chunked_by_batch_size(tiny_model_dir, fresh_bases):
     params = GenParams(max_new_tokens=8)
     whole = HFBackend(tiny_model_dir, FP32).generate(PROMPTS, params)
