@@ -60,6 +60,9 @@ def real_rollout_seconds() -> float | None:
     """The batched real-model rollout's wall time from section 1's last results, if measured."""
     import re
 
+    from rollout import RUNS
+
     path = Path(__file__).resolve().parent / "results" / "1-rollout.md"
-    match = re.search(r"^\| batched \| \d+ \| \d+ \| ([\d.]+) \|", path.read_text(), re.MULTILINE) if path.exists() else None
+    row = rf"^\| {re.escape(RUNS[0][0])} \| \d+ \| \d+ \| \d+ \| ([\d.]+) \|"  # runner, episodes, steps, same, wall
+    match = re.search(row, path.read_text(), re.MULTILINE) if path.exists() else None
     return float(match.group(1)) if match else None

@@ -1,11 +1,11 @@
 """Batch prompts whose leading tokens already have cached attention keys/values.
 
 A row that reuses a cache only prefills what comes after its cached tokens; a row that adds far more
-than the others is prefilled on its own first (`alone_above`, `prefill_alone`). Rows have caches of different lengths (a shared
-few-shot prefix, or the same episode's previous call), so each row is laid out as [padding][cached
-tokens][padding][new tokens], every padding masked out: the cached part is right-aligned in one batch
-cache and the new part is left-padded after it. The position ids are computed from the
-attention mask, so each row's positions continue its own cached tokens.
+than the others is prefilled on its own first (`alone_above`, `prefill_alone`). Rows have caches of
+different lengths (a shared few-shot prefix, or the same episode's previous call), so each row is laid
+out as [padding][cached tokens][padding][new tokens], every padding masked out: the cached part is
+right-aligned in one batch cache and the new part is left-padded after it. The position ids are
+computed from the attention mask, so each row's positions continue its own cached tokens.
 """
 
 from __future__ import annotations
