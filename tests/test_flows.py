@@ -127,6 +127,8 @@ def test_nightly_flow_collects_rates_trains_evaluates_and_reruns_idempotently(ha
     assert train_counts(lake) == night_train  # the night's collection and labels are not redone
     keys = "SELECT count(*) - count(DISTINCT (run_id, task_id, trial, label_version)) FROM lake.ratings"
     assert lake.read(keys).item() == 0  # nothing rated twice
-    # Training is not idempotent yet: a rerun trains a new candidate (new model id), which the
-    # evaluation then runs as a new retroformer run.
-    assert after["runs"] == before["runs"] + 1
+    # the same rows, settings and code give the same (content-addressed) candidate: nothing is trained or
+    # evaluated twice
+    assert again["trained"]["candidate"] == candidate
+    assert lake.read("SELECT count(*) FROM lake.model_versions").item() == 1
+    assert after["runs"] == before["runs"] and after["model_evaluations"] == before["model_evaluations"]

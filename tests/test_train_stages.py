@@ -42,6 +42,9 @@ def test_pipeline_trains_sft_rm_ppo_and_adapters_reload(train_settings, lake, ti
     versions = {row["stage"]: row for row in frame.iter_rows(named=True)}
     assert versions["ppo"]["parent_model_id"] == result["sft"]
     assert versions["sft"]["dataset_version"] == result["datasets"]["sft"]
+    again = train_all(train_settings, lake)  # same rows, settings and code: found, not trained again
+    assert {k: again[k] for k in ("sft", "rm", "ppo")} == {k: result[k] for k in ("sft", "rm", "ppo")}
+    assert list_model_versions(lake).height == 3
 
     tokenizer = lora.load_tokenizer(tiny_model_dir)
     text = lora.chat_prompt(tokenizer, prompt_for("hotpotqa-0")) + "Search the entity first."
@@ -132,3 +135,20 @@ def test_standalone_adapter_equals_sft_merged_plus_ppo(train_settings, tiny_mode
     alone = lora.load_policy(tiny_model_dir, tmp_path / "both", tokenizer, merge=False)
     text = lora.chat_prompt(tokenizer, "hello") + "world"
     assert torch.allclose(_logits(stacked.eval(), tokenizer, text), _logits(alone.eval(), tokenizer, text), atol=1e-4)
+
+
+def test_model_ids_address_the_rows_parents_settings_they_were_trained_on(train_settings):
+    import polars as pl
+
+    rows = pl.DataFrame({"prompt": ["a", "b"], "reflection": ["x", "y"]})
+    first = lora.model_id_for(train_settings, "sft", rows)
+    assert first == lora.model_id_for(train_settings, "sft", rows.clone()) and first.startswith("sft-")
+    changed = [
+        lora.model_id_for(train_settings, "sft", rows.with_columns(pl.lit("z").alias("reflection"))),
+        lora.model_id_for(train_settings, "sft", rows.reverse()),
+        lora.model_id_for(train_settings, "sft", rows, parents=("sft-x",)),
+        lora.model_id_for(train_settings.model_copy(update={"train": train_settings.train.model_copy(
+            update={"sft_lr": 1e-3})}), "sft", rows),
+        lora.model_id_for(train_settings, "rm", rows),
+    ]
+    assert first not in changed and len(set(changed)) == len(changed)

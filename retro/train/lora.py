@@ -7,17 +7,19 @@ Every adapter in the registry is a plain peft folder that loads on the base mode
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import polars as pl
 import torch
 
 from retro.config import Settings
 from retro.errors import ModelNotFoundError
+from retro.provenance import code_version
 
 log = logging.getLogger(__name__)
 
@@ -118,20 +120,25 @@ def load_reward_model(base_path: Path, adapter_path: Path, tokenizer, dtype: tor
     return model.merge_and_unload()
 
 
-def new_model_id(stage: str) -> str:
-    """A sortable, readable id: ppo-20250101-020000-a1b2c3."""
-    return f"{stage}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+def model_id_for(settings: Settings, stage: str, frame: pl.DataFrame, parents: tuple[str | None, ...] = ()) -> str:
+    """A content address: the stage, its training rows, its parent adapters, the training settings, the
+    base model and the code. A rerun of a night (or of `retro train`) on the same data finds the model
+    it trained before instead of training a twin; new rows, settings or code give a new id."""
+    rows = frame.hash_rows(seed=0).to_numpy().tobytes()  # one 64-bit hash per row, in order
+    key = {"stage": stage, "base": settings.retrospective.model, "train": settings.train.model_dump(mode="json"),
+           "dataset": settings.dataset.model_dump(mode="json"), "parents": list(parents), "code": code_version(), "columns": frame.columns,
+           "rows": hashlib.sha256(rows).hexdigest()}
+    return f"{stage}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
 def adapter_dir(settings: Settings, model_id: str) -> Path:
     return (settings.models_dir / "adapters" / model_id).resolve()
 
 
-def new_adapter(settings: Settings, stage: str) -> tuple[str, Path, Path]:
-    """(model_id, final folder, work folder): a stage trains into `work` and renames it to `final`."""
-    model_id = new_model_id(stage)
+def new_adapter(settings: Settings, model_id: str) -> tuple[Path, Path]:
+    """(final folder, work folder): a stage trains into `work` and renames it to `final`."""
     final = adapter_dir(settings, model_id)
-    return model_id, final, final.with_name(f".{model_id}.tmp")
+    return final, final.with_name(f".{model_id}.tmp")
 
 
 def chat_prompt(tokenizer, prompt: str) -> str:

@@ -30,6 +30,7 @@ from retro.train.registry import (
     get_model_version,
     latest_model_version,
     register_model_version,
+    trained_before,
 )
 from retro.train.result import Skipped, skip
 
@@ -144,6 +145,10 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     if frame.height == 0:
         return skip("ppo", f"skip ppo: 0 reflection prompts of failed trials in {data.label}")
     batch = min(settings.train.batch_size, frame.height)  # trl drops ragged batches: never more than the rows
+    model_id = lora.model_id_for(settings, "ppo", frame, (policy_parent.model_id if policy_parent else None,
+                                                          rm.model_id))
+    if (done := trained_before(lake, model_id)) is not None:
+        return done
 
     # 3. models, seeded from config
     lora.seed_everything(settings.train.seed)
@@ -156,7 +161,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
                                settings.train.max_length - settings.train.max_new_tokens)
 
     # 4. trl's Config + Trainer
-    model_id, final, work = lora.new_adapter(settings, "ppo")
+    final, work = lora.new_adapter(settings, model_id)
     args = PPOConfig(**lora.training_args(
         settings, work / "trainer",
         learning_rate=settings.train.ppo_lr,

@@ -9,6 +9,7 @@ nanoGPT keeps `config` in its checkpoints) and `metrics.json`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ import polars as pl
 from retro.errors import ModelNotFoundError
 from retro.store import registry as store_registry
 from retro.store.lake import Lake
+
+log = logging.getLogger(__name__)
 
 STAGES = ("sft", "rm", "ppo")
 CONFIG_FILE = "retro_config.json"
@@ -96,6 +99,15 @@ def get_model_version(lake: Lake, model_id: str) -> ModelVersion:
     row = store_registry.model_version_row(lake, model_id)
     if row is None:
         raise UnknownModelVersionError(f"unknown model version '{model_id}': list them with `retro models list`")
+    return _from_row(row)
+
+
+def trained_before(lake: Lake, model_id: str) -> ModelVersion | None:
+    """The registered version with this (content-addressed) id whose adapter is still on disk, else None."""
+    row = store_registry.model_version_row(lake, model_id)
+    if row is None or not Path(row["adapter_path"]).is_dir():
+        return None
+    log.info("%s: already trained on the same rows, parents, settings and code; kept", model_id)
     return _from_row(row)
 
 

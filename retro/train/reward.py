@@ -20,7 +20,7 @@ from retro.config import Settings
 from retro.store.lake import Lake
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
-from retro.train.registry import ModelVersion, register_model_version
+from retro.train.registry import ModelVersion, register_model_version, trained_before
 from retro.train.result import Skipped, skip
 from retro.train.sft import loss_metrics
 
@@ -105,6 +105,9 @@ def train_reward_model(settings: Settings, lake: Lake,
     if positives == 0 or positives == len(labels):
         return skip("rm", f"skip reward model: {positives} positive of {len(labels)} ratings in {data.label}")
     train_idx, eval_idx = stratified_split(labels, settings.dataset.eval_fraction, settings.train.seed)
+    model_id = lora.model_id_for(settings, "rm", frame)
+    if (done := trained_before(lake, model_id)) is not None:
+        return done
 
     # 2. model and tokenizer, seeded from config
     lora.seed_everything(settings.train.seed)
@@ -125,7 +128,7 @@ def train_reward_model(settings: Settings, lake: Lake,
     pos_weight = (len(train_idx) - n_pos) / n_pos
 
     # 3. train
-    model_id, final, work = lora.new_adapter(settings, "rm")
+    final, work = lora.new_adapter(settings, model_id)
     args = TrainingArguments(**lora.training_args(
         settings, work / "trainer", learning_rate=settings.train.rm_lr, num_train_epochs=settings.train.rm_epochs,
         remove_unused_columns=False,

@@ -14,7 +14,7 @@ from retro.config import Settings
 from retro.store.lake import Lake
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
-from retro.train.registry import ModelVersion, register_model_version
+from retro.train.registry import ModelVersion, register_model_version, trained_before
 from retro.train.result import Skipped, skip
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ def train_sft(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         return skip("sft", f"skip sft: 0 positive reflections (rating > {settings.dataset.positive_threshold}) "
                            f"in {data.label}")
 
+    model_id = lora.model_id_for(settings, "sft", frame)
+    if (done := trained_before(lake, model_id)) is not None:
+        return done
+
     # 2. model and tokenizer, seeded from config
     lora.seed_everything(settings.train.seed)
     base = lora.base_model_path(settings)
@@ -57,7 +61,7 @@ def train_sft(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     model = lora.load_causal_lm(base, tokenizer)
 
     # 3. trl's Config + Trainer
-    model_id, final, work = lora.new_adapter(settings, "sft")
+    final, work = lora.new_adapter(settings, model_id)
     args = SFTConfig(**lora.training_args(
         settings, work / "trainer",
         learning_rate=settings.train.sft_lr,
