@@ -58,13 +58,30 @@ def test_an_entry_continued_past_its_prompt_is_replaced_a_partial_match_is_kept(
 def test_the_least_recently_used_entries_go_first_and_an_oversized_one_is_not_kept():
     one = 2 * 2 * 5 * 4  # 2 layers x (keys + values) x 5 positions x 4 bytes
     cache = RowCache(max_bytes=2 * one)
-    cache.add(None, [1, 1, 1, 1, 1], 5, kv(5))
-    cache.add(None, [2, 2, 2, 2, 2], 5, kv(5))
+    for token in (1, 2):
+        cache.begin_call()
+        cache.add(None, [token] * 5, 5, kv(5))
+    cache.begin_call()
     cache.used(cache.match(None, [1, 1, 7])[0], 2)  # touches the first entry
     cache.add(None, [3, 3, 3, 3, 3], 5, kv(5))
     assert [e.tokens[0] for e in cache.entries.values()] == [1, 3] and cache.nbytes == 2 * one
+    cache.begin_call()
     cache.add(None, [4] * 20, 20, kv(20))
     assert [e.tokens[0] for e in cache.entries.values()] == [1, 3]
+
+
+def test_rows_of_one_call_never_evict_each_other():
+    one = 2 * 2 * 5 * 4
+    cache = RowCache(max_bytes=2 * one)
+    for rnd in range(3):  # three episodes cycling through a cache that holds two
+        cache.begin_call()
+        for episode in (1, 2, 3):
+            found = cache.match(None, [episode] * 5 + [rnd])
+            if found is not None:
+                cache.used(found[0], found[1].n)
+            cache.add(None, [episode] * 5 + [rnd], 5, kv(5))
+    assert cache.hits == 2 * 2  # episodes 1 and 2 keep their entries; LRU would have missed every time
+    assert [e.tokens[0] for e in cache.entries.values()] == [1, 2]
 
 
 def test_a_row_that_adds_far_more_tokens_is_prefilled_alone():

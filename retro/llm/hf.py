@@ -291,6 +291,7 @@ class HFBackend:
         if self.settings.kv_cache_mb:
             rows = self.shared.rows
             rows.max_bytes = max(rows.max_bytes, self.settings.kv_cache_mb << 20)
+            rows.begin_call()
             found = [rows.match(self.adapter, row) for row in ids]
             for i, hit in enumerate(found):
                 if hit is not None:

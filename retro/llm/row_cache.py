@@ -8,7 +8,8 @@ prefix with any kept row (tokenization at the seam may differ, so the match is t
 the rest is prefilled). An entry whose whole prompt was reused is dropped: its episode has moved on
 to the new entry.
 
-Bounded by bytes, least recently used dropped first. Per adapter: a LoRA adapter changes the keys.
+Bounded by bytes, least recently used dropped first (never a row of the same call). Per adapter: a
+LoRA adapter changes the keys.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Entry:
     prompt_len: int
     kv: KV
     nbytes: int
+    call: int  # the generate call that added it
 
 
 def common_len(a: np.ndarray, b: np.ndarray) -> int:
@@ -47,7 +49,12 @@ class RowCache:
         self.nbytes = 0
         self.hits = 0
         self.reused_tokens = 0
+        self.call = 0
         self._ids = count()
+
+    def begin_call(self) -> None:
+        """A new generate call: what it adds is not evicted by what it adds later (see `add`)."""
+        self.call += 1
 
     def match(self, adapter: str | None, row: list[int]) -> tuple[int, Reuse] | None:
         """(entry id, reuse) of the kept row sharing the longest token prefix with `row`, leaving the row
@@ -82,11 +89,17 @@ class RowCache:
         self.nbytes = 0
 
     def add(self, adapter: str | None, tokens: list[int], prompt_len: int, kv: KV) -> None:
+        """Keep a row, evicting the least recently used entries of earlier calls to make room. When the rows
+        of one call do not all fit, the later ones are not kept: evicting this call's own rows would make a
+        run whose episodes cycle through the cache miss on every one of them (LRU's cyclic worst case),
+        where keeping some gives those some reuse."""
         nbytes = kv_nbytes(kv)
         if nbytes > self.max_bytes:
             return
-        self.entries[next(self._ids)] = Entry(adapter, np.asarray(tokens), prompt_len, kv, nbytes)
+        older = [key for key, entry in self.entries.items() if entry.call != self.call]
+        while self.nbytes + nbytes > self.max_bytes and older:
+            self.nbytes -= self.entries.pop(older.pop(0)).nbytes
+        if self.nbytes + nbytes > self.max_bytes:
+            return
+        self.entries[next(self._ids)] = Entry(adapter, np.asarray(tokens), prompt_len, kv, nbytes, self.call)
         self.nbytes += nbytes
-        while self.nbytes > self.max_bytes:
-            _, old = self.entries.popitem(last=False)
-            self.nbytes -= old.nbytes
