@@ -317,6 +317,8 @@ def test_continued_prompts_prefill_only_their_new_tokens(tiny_model_dir, fresh_b
     prompt_tokens = sum(llm.count_tokens([{"role": "user", "content": SHARED + q}]) for q in questions)
     assert rows.reused_tokens > 2 * prompt_tokens  # at least the instruction of each continued call
     assert len(rows.entries) == 3  # a continued entry is replaced by its continuation, not kept beside it
+    llm.free_caches()
+    assert not rows.entries and rows.nbytes == 0
 
 
 def test_a_batch_mixing_continued_and_new_prompts_decodes_like_no_cache(tiny_model_dir, fresh_bases):

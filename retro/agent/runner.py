@@ -221,6 +221,10 @@ class Runner:
                     texts.append(reflected[live.task.task_id]["text"])
                 acting.append(self._start(live.task.task_id, live.trial + 1, texts))
             self._report(started)
+        for llm in {id(m): m for m in (self.actor, self.retro) if m is not None}.values():
+            free = getattr(llm, "free_caches", None)  # a local backend's kept keys/values: no episode continues
+            if free is not None:
+                free()
         return self._finish(started)
 
     def _needs_reflection(self, live: Live) -> bool:

@@ -244,6 +244,12 @@ class HFBackend:
     def base_model(self) -> Any:
         return self.shared.base_model
 
+    def free_caches(self) -> None:
+        """Forget the kept rows of every prompt (the runner calls this when its episodes are over, so a
+        flow that trains next does not hold them)."""
+        with self.shared.lock:
+            self.shared.rows.clear()
+
     def encode(self, prompt: Prompt) -> list[int]:
         text, special = render(self.tokenizer, prompt)
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
