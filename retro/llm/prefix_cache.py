@@ -14,9 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-import torch
-
-from retro.llm.kv_batch import KV, Reuse
+from retro.llm.kv_batch import KV, Reuse, prefill_alone
 
 MAX_ENTRIES = 4  # prefixes kept per base model (one per adapter and prompt family is typical)
 
@@ -57,16 +55,11 @@ class PrefixCache:
     def build(self, model: Any, adapter: str | None, rows: list[list[int]], min_tokens: int) -> bool:
         """Run the rows' shared prefix through the model once and keep its keys/values; False if it is
         shorter than min_tokens (not worth an entry)."""
-        from transformers import DynamicCache
-
         n = min(common_prefix_len(rows), min(len(r) for r in rows) - 1)
         if n < min_tokens:
             return False
-        prefix = tuple(rows[0][:n])
-        device = next(model.parameters()).device
-        out = model(input_ids=torch.tensor([prefix], device=device), cache=DynamicCache(), use_cache=True)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        self.entries[(adapter, prefix)] = [(layer.keys, layer.values) for layer in cache.layers]
+        prefilled = prefill_alone(model, rows[0][: n + 1], None)  # runs all but the last: the n prefix tokens
+        self.entries[(adapter, tuple(rows[0][:n]))] = prefilled.kv
         while len(self.entries) > MAX_ENTRIES:
             self.entries.popitem(last=False)
         return True
