@@ -125,9 +125,9 @@ def model_id_for(settings: Settings, stage: str, frame: pl.DataFrame, parents: t
     base model and the code. A rerun of a night (or of `retro train`) on the same data finds the model
     it trained before instead of training a twin; new rows, settings or code give a new id."""
     rows = frame.hash_rows(seed=0).to_numpy().tobytes()  # one 64-bit hash per row, in order
-    key = {"stage": stage, "base": settings.retrospective.model, "train": settings.train.model_dump(mode="json"),
-           "dataset": settings.dataset.model_dump(mode="json"), "parents": list(parents), "code": code_version(), "columns": frame.columns,
-           "rows": hashlib.sha256(rows).hexdigest()}
+    key = {"stage": stage, "base": settings.retrospective.model, "parents": list(parents), "code": code_version(),
+           "train": settings.train.model_dump(mode="json"), "dataset": settings.dataset.model_dump(mode="json"),
+           "columns": frame.columns, "rows": hashlib.sha256(rows).hexdigest()}
     return f"{stage}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
