@@ -65,7 +65,7 @@ def run(quick: bool) -> list[str]:
 
         def measure(tag: str, sequential: bool, changes: dict) -> Measured:
             actor.settings = defaults.model_copy(update=changes)
-            actor.shared.rows.clear()
+            actor.free_caches()
             reused_before = actor.shared.rows.reused_tokens + actor.shared.prefixes.reused_tokens
             start = time.perf_counter()
             groups = [[t] for t in task_ids] if sequential else [task_ids]
