@@ -1,13 +1,14 @@
 """A rollout in a process of its own, for the crash and concurrency tests (tests/test_reliability_*.py).
 
-    python tests/crashkit.py HOME [--delay S] [--die-in-commit N]
+    python tests/crashkit.py HOME [--delay S] [--die-in-commit N] [--branches G]
 
 Runs the toy environment (tests/toyenv.py) with scripted models whose episodes take 1 to 4 steps and
 whose tasks need one or two reflections, so trials finish, and commit, at many different moments;
 each batched model call sleeps `--delay` seconds so that a kill lands mid-run. Prints `progress N`
 (N = episodes done) at the start and after every commit, and `done` at the end.
 `--die-in-commit N` SIGKILLs the process inside its Nth commit, after its rows are inserted and before
-COMMIT: the worst moment for a crash.
+COMMIT: the worst moment for a crash. `--branches G` writes G reflections per failure (branch trials),
+of which the sampled ones name the right word for even seeds only.
 """
 
 from __future__ import annotations
@@ -63,17 +64,26 @@ class SlowLLM(ScriptedLLM):
         return super().generate(prompts, params)
 
 
-def models(delay: float = 0.0) -> Models:
-    return Models(SlowLLM(actor_policy, "crash-actor", delay), SlowLLM(toyenv.retro_policy, "crash-retro", delay),
-                  "base")
+def sampled_retro_policy(prompt: str, seed: int | None) -> str:
+    """Greedy: the right word (toyenv's perfect model); sampled: right for even seeds, else a wrong word."""
+    if seed is None or seed % 2 == 0:
+        return toyenv.retro_policy(prompt)
+    return "I guessed. Next time use the word wrong."
 
 
-def run(home: Path, delay: float = 0.0, progress=None):
+def models(delay: float = 0.0, branches: int = 1) -> Models:
+    retro = SlowLLM(sampled_retro_policy if branches > 1 else toyenv.retro_policy, "crash-retro", delay)
+    retro.seeded = branches > 1
+    return Models(SlowLLM(actor_policy, "crash-actor", delay), retro, "base")
+
+
+def run(home: Path, delay: float = 0.0, progress=None, branches: int = 1):
     """The rollout every crash test compares against: same spec, hence the same run id, in any process."""
     ENVS["toy"] = "toyenv:ToyEnv"
-    settings = load_settings(home=home, preset="tiny", rollout={"max_steps": MAX_STEPS})
+    settings = load_settings(home=home, preset="tiny",
+                             rollout={"max_steps": MAX_STEPS, "reflections_per_failure": branches})
     return rollout(settings, Lake(settings), env="toy", split="eval", mode="reflexion", tasks=TASKS,
-                   trials=TRIALS, models=models(delay), progress=progress)
+                   trials=TRIALS, models=models(delay, branches), progress=progress)
 
 
 def die_in_commit(n: int) -> None:
@@ -98,12 +108,14 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--die-in-commit", type=int, default=0)
     parser.add_argument("--noisy", action="store_true")
+    parser.add_argument("--branches", type=int, default=1)
     args = parser.parse_args()
     global NOISY
     NOISY = args.noisy
     if args.die_in_commit:
         die_in_commit(args.die_in_commit)
-    run(args.home, args.delay, progress=lambda event: print(f"progress {event['episodes_done']}", flush=True))
+    run(args.home, args.delay, progress=lambda event: print(f"progress {event['episodes_done']}", flush=True),
+        branches=args.branches)
     print("done", flush=True)
 
 

@@ -49,25 +49,29 @@ def assert_whole_commits(lake: Lake) -> None:
         dupes = lake.read(f"SELECT {keys}, count(*) AS n FROM lake.{name} GROUP BY ALL HAVING n > 1")
         assert dupes.is_empty(), f"duplicate keys in {name}:\n{dupes}"
     broken = lake.read("""
-        SELECT t.task_id, t.trial, t.n_steps, count(s.step) AS stored
-        FROM lake.trials t LEFT JOIN lake.steps s USING (run_id, task_id, trial)
+        SELECT t.task_id, t.trial, t.sample, t.n_steps, count(s.step) AS stored
+        FROM lake.trials t LEFT JOIN lake.steps s USING (run_id, task_id, trial, sample)
         GROUP BY ALL HAVING t.n_steps <> count(s.step)""")
     assert broken.is_empty(), f"trials without all their steps:\n{broken}"
     orphans = lake.read("""
-        SELECT s.task_id, s.trial FROM lake.steps s ANTI JOIN lake.trials t USING (run_id, task_id, trial)
+        SELECT s.task_id, s.trial FROM lake.steps s ANTI JOIN lake.trials t USING (run_id, task_id, trial, sample)
         UNION ALL
-        SELECT f.task_id, f.trial FROM lake.reflections f ANTI JOIN lake.trials t USING (run_id, task_id, trial)""")
+        SELECT f.task_id, f.trial FROM lake.reflections f
+        ANTI JOIN (SELECT * FROM lake.trials WHERE sample = 0) t USING (run_id, task_id, trial)""")
     assert orphans.is_empty(), f"steps or reflections of a trial that is not stored:\n{orphans}"
+
+
+def uninterrupted(home: Path, branches: int = 1) -> dict[str, pl.DataFrame]:
+    """The rows of an uninterrupted run (in this process: the same code, the same run id)."""
+    crashkit.run(home, branches=branches)
+    lake = lake_at(home)
+    assert_whole_commits(lake)
+    return rows(lake)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, pl.DataFrame]:
-    """The rows of an uninterrupted run (in this process: the same code, the same run id)."""
-    home = tmp_path_factory.mktemp("uninterrupted")
-    crashkit.run(home)
-    lake = lake_at(home)
-    assert_whole_commits(lake)
-    return rows(lake)
+    return uninterrupted(tmp_path_factory.mktemp("uninterrupted"))
 
 
 def start(home: Path, *args: str) -> subprocess.Popen:
@@ -76,8 +80,8 @@ def start(home: Path, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env | {"OMP_NUM_THREADS": "1"})
 
 
-def resume_to_the_end(home: Path) -> None:
-    proc = start(home)
+def resume_to_the_end(home: Path, *args: str) -> None:
+    proc = start(home, *args)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     assert out.rstrip().endswith("done")
@@ -129,4 +133,19 @@ def test_sigkill_inside_a_commit_then_resume(tmp_path, reference, commit):
     committed = lake.read("SELECT count(*) FROM lake.trials").item()
     assert committed == int(lines[-1])  # the last progress line: exactly the commits before the killed one
     resume_to_the_end(home)
+    assert_same_rows(home, reference)
+
+
+@pytest.mark.parametrize("commit", [2, 4])
+def test_sigkill_between_branches_then_resume(tmp_path, commit):
+    """With 3 reflections per failure a commit holds main-line and branch trials; killed inside one, the
+    rerun runs the branches whose reflections were committed and ends with the rows of a clean run."""
+    reference = uninterrupted(tmp_path / "clean", branches=3)
+    assert reference["trials"].filter(pl.col("sample") > 0).height > 0
+    home = tmp_path / "crashed"
+    proc = start(home, "--die-in-commit", str(commit), "--branches", "3")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert_whole_commits(lake_at(home))
+    resume_to_the_end(home, "--branches", "3")
     assert_same_rows(home, reference)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-from trainkit import fill_lake
+from trainkit import fill_branches, fill_lake
 
 from retro.errors import ConfigError
 from retro.store import export
@@ -32,8 +32,9 @@ def test_rebuild_at_same_snapshot_is_idempotent_and_new_data_is_a_new_version(se
     first = build_datasets(settings, lake)
     rows = {name: dv.frame() for name, dv in first.items()}
     registered = lake.read("SELECT count(*) FROM lake.dataset_versions").item()
-    assert registered == 3
+    assert registered == len(NAMES)
     assert first["sft"].row_count == 3 and first["reward"].row_count == 6 and first["ppo"].row_count == 6
+    assert first["reward_pairs"].row_count == 0  # one reflection per prompt: nothing to compare
 
     again = build_datasets(settings, lake)  # later snapshots only added registry rows
     assert {n: d.version for n, d in again.items()} == {n: d.version for n, d in first.items()}
@@ -49,7 +50,7 @@ def test_rebuild_at_same_snapshot_is_idempotent_and_new_data_is_a_new_version(se
     assert pinned.version == first["reward"].version and pinned.frame().equals(rows["reward"])
     assert get_dataset_version(lake, "reward").version == newer.version  # the newest by snapshot
     frame = pinned.frame()
-    assert frame.columns == ["run_id", "task_id", "trial", "env", "prompt", "reflection", "rating", "label"]
+    assert frame.columns == ["run_id", "task_id", "trial", "sample", "env", "prompt", "reflection", "rating", "label"]
     assert frame["label"].to_list() == [r > 0 for r in frame["rating"].to_list()]
 
 
@@ -91,3 +92,33 @@ def test_unknown_names_fail_with_the_fix(settings, lake):
         build_dataset(settings, lake, "nope")
     with pytest.raises(ConfigError, match="retro train build-datasets"):
         get_dataset_version(lake, "sft")
+
+
+def test_pairs_compare_the_reflections_of_one_prompt_by_their_ratings(settings, lake):
+    fill_branches(lake, n=3, ratings=(0.0, 1.0, 0.5, 1.0))
+    pairs = build_dataset(settings, lake, "reward_pairs").frame()
+    # per prompt, ratings 0, 1, 0.5, 1: pairs (1 > 0) x2, (1 > 0.5) x2, (0.5 > 0); the two 1.0s make none
+    assert pairs.height == 3 * 5
+    assert (pairs["margin"] > 0).all()
+    assert (pairs["chosen_rating"] - pairs["rejected_rating"] == pairs["margin"]).all()
+    for prompt, chosen, rejected in pairs.select("prompt", "chosen", "rejected").iter_rows():
+        task = prompt.split("question ")[1].split(".")[0]
+        assert chosen.startswith(f"{task} plan") and rejected.startswith(f"{task} plan")  # never across prompts
+    assert pairs.columns[:4] == ["env", "prompt", "chosen", "rejected"]
+
+
+def test_sft_takes_the_best_reflection_of_each_group_when_it_is_positive(settings, lake):
+    fill_branches(lake, n=2, ratings=(0.0, 0.5, 1.0, 1.0))
+    fill_branches(lake, n=1, ratings=(0.0, 0.0, -1.0), run_id="run-flat")
+    sft = build_dataset(settings, lake, "sft").frame()
+    assert sft.height == 2  # run-flat's best rating is 0: not positive, no row
+    assert sft["sample"].to_list() == [2, 2] and sft["rating"].to_list() == [1.0, 1.0]  # ties: lowest sample
+
+
+def test_pairs_leave_out_the_held_out_split(settings, lake):
+    fill_branches(lake, n=2, ratings=(0.0, 1.0), run_id="train-run")
+    fill_branches(lake, n=2, ratings=(0.0, 1.0), run_id="eval-run")
+    lake.append({"runs": [{"run_id": "eval-run", "split": settings.eval.split},
+                          {"run_id": "train-run", "split": "train"}]})
+    pairs = build_dataset(settings, lake, "reward_pairs").frame()
+    assert pairs.height == 2 and all(k.startswith("train-run/") for k in pairs["chosen_key"].to_list())

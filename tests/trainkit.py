@@ -77,6 +77,26 @@ def fill_lake(lake, n: int = 8, positive_every: int = 2, env: str = "hotpotqa", 
     lake.append({"trials": trials, "reflections": reflections, "ratings": ratings})
 
 
+def fill_branches(lake, n: int = 4, ratings: tuple[float, ...] = (0.0, 1.0, 0.0, 1.0), env: str = "hotpotqa",
+                  run_id: str = "run-g", label_version: str = "v1") -> None:
+    """n failed trials, each followed by len(ratings) reflections (samples), each tried by its own branch:
+    sample g's branch returned ratings[g]. Reflection texts name their task and sample."""
+    trials, reflections, rated = [], [], []
+    for i in range(n):
+        task_id = f"{env}-{i}"
+        trials.append({"run_id": run_id, "task_id": task_id, "trial": 0, "sample": 0, "env": env,
+                       "episode_return": 0.0, "success": False})
+        for g, rating in enumerate(ratings):
+            trials.append({"run_id": run_id, "task_id": task_id, "trial": 1, "sample": g, "env": env,
+                           "episode_return": rating, "success": rating >= 1.0})
+            reflections.append({"run_id": run_id, "task_id": task_id, "trial": 0, "sample": g, "env": env,
+                                "prompt": prompt_for(task_id), "text": f"{task_id} plan {g}: search first."})
+            rated.append({"run_id": run_id, "task_id": task_id, "trial": 0, "sample": g,
+                          "label_version": label_version, "return_before": 0.0, "return_after": rating,
+                          "rating": rating})
+    lake.append({"trials": trials, "reflections": reflections, "ratings": rated})
+
+
 @pytest.fixture(autouse=False)
 def one_thread():
     """Tiny models on a shared 2-core machine: one torch thread is far faster (no spin contention)

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def compute_ratings(candidates: pl.DataFrame, label_version: str) -> pl.DataFrame:
     """Ratings from (return_before, return_after) pairs: the return difference, exactly."""
     return candidates.select(
-        "run_id", "task_id", "trial",
+        "run_id", "task_id", "trial", "sample",
         pl.lit(label_version).alias("label_version"),
         pl.col("return_before").cast(pl.Float64),
         pl.col("return_after").cast(pl.Float64),

@@ -132,6 +132,6 @@ def all_cmd(
         sys.stdout.write(json.dumps(result, sort_keys=True) + "\n")
         return
     rows = [{"stage": stage, "model_id": result[stage] or "", "skipped": result["skipped"].get(stage, "")}
-            for stage in ("sft", "rm", "ppo")]
+            for stage in ("sft", "rm", result["trainer"])]
     print_frame(pl.DataFrame(rows), title=f"train at snapshot {result['snapshot']}")
     console.print(f"candidate: {result['candidate'] or 'none'}")

@@ -24,6 +24,13 @@ class GenParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()  # cut the completion at the first of these (the stop string is dropped)
     seed: int = 0
+    # When sampling: one seed per prompt, so a prompt's text depends on its own seed only, not on the batch
+    # it shares (a rerun after a crash batches differently); empty = `seed` for the whole call.
+    seeds: tuple[int, ...] = ()
+
+    def row_seed(self, i: int) -> int:
+        """The seed of prompt i: its own, else the call's seed offset by its position."""
+        return self.seeds[i] if self.seeds else self.seed + i
 
 
 @dataclass

@@ -21,12 +21,15 @@ LeaveFn = Callable[[int, int, list[int]], None]  # (row of the original batch, i
 
 @dataclass(frozen=True)
 class Sampler:
-    """Greedy when temperature is 0, else temperature + nucleus (top-p) sampling."""
+    """Greedy when temperature is 0, else temperature + nucleus (top-p) sampling; with `generators`
+    (one per original row) each row draws from its own seeded stream, whatever else is in the batch."""
 
     temperature: float = 0.0
     top_p: float = 1.0
+    generators: tuple[torch.Generator, ...] = ()
 
-    def pick(self, logits: torch.Tensor) -> torch.Tensor:
+    def pick(self, logits: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+        """The next token of each batch position; `rows` maps positions to original rows (-1: left)."""
         if self.temperature == 0:
             return logits.argmax(-1)
         probs = torch.softmax(logits.float() / self.temperature, dim=-1)
@@ -35,7 +38,11 @@ class Sampler:
             outside = sorted_probs.cumsum(-1) - sorted_probs > self.top_p  # keeps the token that crosses top_p
             sorted_probs[outside] = 0.0
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        return torch.multinomial(probs, 1).squeeze(-1)
+        if not self.generators:
+            return torch.multinomial(probs, 1).squeeze(-1)
+        rows = rows if rows is not None else list(range(probs.shape[0]))
+        return torch.cat([torch.multinomial(p, 1, generator=self.generators[r]) if r >= 0 else p.argmax(-1, keepdim=True)
+                          for p, r in zip(probs, rows)])
 
 
 def stop_check(tokenizer: Any, stops: tuple[str, ...]) -> Callable[[list[int]], bool]:
@@ -63,7 +70,7 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, ca
     logits = model(input_ids=input_ids[:, start:], attention_mask=mask, position_ids=positions[:, start:],
                    cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
     for fed in range(max_new_tokens):
-        tokens = sampler.pick(logits)
+        tokens = sampler.pick(logits, rows)
         for i, token in enumerate(tokens.tolist()):
             row = rows[i]
             if row < 0:  # already left, still in the cache until the next compaction

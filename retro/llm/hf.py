@@ -262,6 +262,7 @@ class HFBackend:
         if params.temperature > 0:
             torch.manual_seed(params.seed)  # per call, so a rerun with the same seed samples the same text
         ids = [self.encode(p) for p in prompts]
+        generators = tuple(torch.Generator(self.device).manual_seed(s) for s in params.seeds)
         texts, completion_tokens = [""] * len(ids), [0] * len(ids)
         size = self.settings.batch_size
         with self.shared.lock, self._adapter_context(), torch.inference_mode():
@@ -272,7 +273,8 @@ class HFBackend:
                 cutoff = alone_above(new_tokens)
                 chunk_reuses = [prefill_alone(self.shared.model, row, r) if n > cutoff else r
                                 for row, r, n in zip(rows, chunk_reuses, new_tokens)]
-                chunk_texts, chunk_counts = self._generate_chunk(rows, chunk_reuses, params)
+                sampler = Sampler(params.temperature, params.top_p, generators[i : i + size])
+                chunk_texts, chunk_counts = self._generate_chunk(rows, chunk_reuses, params, sampler)
                 texts[i : i + size], completion_tokens[i : i + size] = chunk_texts, chunk_counts
         return Generation(
             texts=texts,
@@ -318,7 +320,7 @@ class HFBackend:
         return reuses
 
     def _generate_chunk(self, ids: list[list[int]], reuses: list[Reuse | None],
-                        params: GenParams) -> tuple[list[str], list[int]]:
+                        params: GenParams, sampler: Sampler) -> tuple[list[str], list[int]]:
         tok = self.tokenizer
         input_ids, attention_mask, cache, width = build_batch(ids, reuses, tok.pad_token_id, self.device,
                                                              self.base_model.config, params.max_new_tokens)
@@ -331,7 +333,7 @@ class HFBackend:
             self.shared.rows.add(self.adapter, ids[r] + fed, len(ids[r]), row_kv(cache, index, columns))
 
         new = decode(self.shared.model, input_ids, attention_mask, cache, params.max_new_tokens,
-                     Sampler(params.temperature, params.top_p), self.shared.ends, stop_check(tok, params.stop),
+                     sampler, self.shared.ends, stop_check(tok, params.stop),
                      on_leave=keep if self.settings.kv_cache_mb else None)
         texts = [cut_at_stop(tok.decode(row, skip_special_tokens=True), params.stop) for row in new]
         return texts, [len(row) for row in new]

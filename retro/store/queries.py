@@ -33,34 +33,43 @@ def append_trials(lake: Lake, trials: list[dict], steps: list[dict], reflections
 
 
 def committed_trials(lake: Lake, run_id: str) -> pl.DataFrame:
-    """What a run has committed so far (for resuming it)."""
+    """What a run has committed so far (for resuming it), branch trials (sample > 0) included."""
     return lake.read(
-        "SELECT task_id, trial, episode_return, success FROM lake.trials WHERE run_id = ? ORDER BY task_id, trial",
+        "SELECT task_id, trial, sample, episode_return, success FROM lake.trials WHERE run_id = ? "
+        "ORDER BY task_id, trial, sample",
         [run_id],
     )
 
 
 def committed_reflections(lake: Lake, run_id: str) -> pl.DataFrame:
     return lake.read(
-        "SELECT task_id, trial, text FROM lake.reflections WHERE run_id = ? ORDER BY task_id, trial", [run_id]
+        "SELECT task_id, trial, sample, text FROM lake.reflections WHERE run_id = ? ORDER BY task_id, trial, sample",
+        [run_id],
     )
 
 
 # -- ratings ----------------------------------------------------------------------------------------------
 def rating_candidates(lake: Lake, label_version: str) -> pl.DataFrame:
-    """Reflections whose next trial exists and that have no rating under `label_version` yet."""
+    """Reflections whose next trial exists and that have no rating under `label_version` yet.
+
+    Reflection (trial i, sample g) followed main-line trial i (sample 0) and was tried by trial i + 1 of
+    branch g, so its rating compares those two returns.
+    """
     return lake.read(
         """
-        SELECT f.run_id, f.task_id, f.trial,
+        SELECT f.run_id, f.task_id, f.trial, f.sample,
                before.episode_return AS return_before, after.episode_return AS return_after
         FROM lake.reflections f
-        JOIN lake.trials before ON before.run_id = f.run_id AND before.task_id = f.task_id AND before.trial = f.trial
-        JOIN lake.trials after ON after.run_id = f.run_id AND after.task_id = f.task_id AND after.trial = f.trial + 1
+        JOIN lake.trials before ON before.run_id = f.run_id AND before.task_id = f.task_id
+                               AND before.trial = f.trial AND before.sample = 0
+        JOIN lake.trials after ON after.run_id = f.run_id AND after.task_id = f.task_id
+                              AND after.trial = f.trial + 1 AND after.sample = f.sample
         WHERE NOT EXISTS (
             SELECT 1 FROM lake.ratings r
-            WHERE r.run_id = f.run_id AND r.task_id = f.task_id AND r.trial = f.trial AND r.label_version = ?
+            WHERE r.run_id = f.run_id AND r.task_id = f.task_id AND r.trial = f.trial AND r.sample = f.sample
+              AND r.label_version = ?
         )
-        ORDER BY f.run_id, f.task_id, f.trial
+        ORDER BY f.run_id, f.task_id, f.trial, f.sample
         """,
         [label_version],
     )

@@ -78,3 +78,13 @@ CREATE TABLE IF NOT EXISTS model_evaluations (
 CREATE TABLE IF NOT EXISTS promotions (
     model_id VARCHAR, promoted_at TIMESTAMPTZ, previous_model_id VARCHAR, reason VARCHAR
 );
+
+-- Branches (rollout.reflections_per_failure = G > 1): after a failed trial the retrospective model writes
+-- G reflections, sample 0..G-1, and each is tried by its own branch of the next trial. `sample` is part of
+-- the keys of trials, steps, reflections and ratings: a trial's sample is the reflection it tried (0 = the
+-- task's main line, which every later trial continues), a reflection's is its index among the G. Added by
+-- ALTER so that lakes made before branches existed read 0 for every old row.
+ALTER TABLE trials ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
+ALTER TABLE steps ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
+ALTER TABLE reflections ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
+ALTER TABLE ratings ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;

@@ -24,7 +24,7 @@ from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
 
-STAGES = ("sft", "rm", "ppo")
+STAGES = ("sft", "rm", "ppo", "grpo", "rloo")
 CONFIG_FILE = "retro_config.json"
 METRICS_FILE = "metrics.json"
 
@@ -38,7 +38,7 @@ class ModelVersion:
     """One trained adapter and where it came from."""
 
     model_id: str
-    stage: str  # sft | rm | ppo
+    stage: str  # sft | rm | ppo | grpo | rloo
     base_model: str  # settings.retrospective.model it was trained on ("embedded" or an HF folder)
     adapter_path: Path  # a peft adapter folder that loads on the base model alone
     dataset: str

@@ -1,10 +1,14 @@
 """Stage 2: the reward model, a one-logit sequence classifier on (reflection prompt + reflection) that
-predicts whether the reflection led to a better next trial (label = rating > threshold).
+scores how much a reflection helps the next trial. LoRA on the backbone plus the trained `score` head.
 
-LoRA on the backbone plus the trained `score` head. trl's RewardTrainer needs (chosen, rejected) pairs
-for the same prompt, which a rollout rarely produces (one reflection per failed trial), so this is a
-plain classification fine-tune with a class-balanced BCE loss on transformers' Trainer. The held-out
-accuracy (a seeded, stratified `dataset.eval_fraction` split) is recorded as `eval/accuracy`.
+Two routes, chosen by the data:
+- pairwise (datasets/reward_pairs.sql has rows): trl's RewardTrainer on (chosen, rejected) reflections of
+  one prompt, a Bradley-Terry loss. Pairs come from several reflections per failure
+  (rollout.reflections_per_failure), each tried by its own branch. Held-out pairwise accuracy (pairs of a
+  seeded `dataset.eval_fraction` of the prompts, never seen in training) is `eval/pairwise_accuracy`.
+- pointwise (no pairs, e.g. one reflection per failure): a classifier of rating > threshold with a
+  class-balanced BCE loss on transformers' Trainer; held-out accuracy (a seeded, stratified split) is
+  `eval/accuracy`.
 """
 
 from __future__ import annotations
@@ -89,16 +93,129 @@ def accuracy(scores: list[float], labels: list[bool]) -> float:
     return sum((s > 0) == y for s, y in zip(scores, labels, strict=True)) / len(labels)
 
 
+def pairwise_accuracy(chosen: list[float], rejected: list[float]) -> float:
+    """How often the better reflection of a pair scores higher."""
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(chosen)
+
+
+def split_prompts(prompts: list[str], eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, eval) row indices with whole prompts on one side, so held-out pairs are of prompts
+    the model never saw; at least one prompt stays in training."""
+    distinct = sorted(set(prompts))
+    random.Random(seed).shuffle(distinct)
+    n_eval = min(int(len(distinct) * eval_fraction + 0.5), len(distinct) - 1)
+    held = set(distinct[:n_eval])
+    return [i for i, p in enumerate(prompts) if p not in held], [i for i, p in enumerate(prompts) if p in held]
+
+
+def _save(model, final, work) -> None:
+    """Save the adapter (with its score head) into `work`, then move it to `final` in one rename."""
+    try:
+        model.save_pretrained(work / "adapter")
+        shutil.rmtree(final, ignore_errors=True)
+        (work / "adapter").rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _register(settings: Settings, lake: Lake, model_id: str, final, data: DatasetVersion,
+              metrics: dict) -> ModelVersion:
+    version = ModelVersion(
+        model_id=model_id, stage="rm", base_model=settings.retrospective.model, adapter_path=final,
+        dataset=data.dataset, dataset_version=data.version, parent_model_id=None,
+        config=settings.model_dump(mode="json"), metrics=metrics,
+    )
+    register_model_version(lake, version)
+    return version
+
+
+def _fit_metrics(result, log_history: list[dict], seconds: float, rows: int) -> dict:
+    steps = int(result.global_step)
+    return {"train/loss": float(result.training_loss), **loss_metrics(log_history), "train/rows": rows,
+            "train/steps": steps, "train/seconds": round(seconds, 3),
+            "train/seconds_per_step": round(seconds / max(steps, 1), 3)}
+
+
 # -- the stage ---------------------------------------------------------------------------------------------
-def train_reward_model(settings: Settings, lake: Lake,
-                       dataset_version: DatasetVersion | None = None) -> ModelVersion | Skipped:
-    """Train the reward model on datasets/reward.sql (built now if not given); Skipped on one-class data."""
+def train_reward_model(settings: Settings, lake: Lake, dataset_version: DatasetVersion | None = None,
+                       pairs_version: DatasetVersion | None = None) -> ModelVersion | Skipped:
+    """Train the reward model on datasets/reward_pairs.sql when it has pairs, else pointwise on
+    datasets/reward.sql (each built now if not given); Skipped when neither has anything to learn."""
+    pairs = pairs_version or build_dataset(settings, lake, "reward_pairs")
+    if pairs.row_count:
+        return train_pairwise(settings, lake, pairs)
+    return train_pointwise(settings, lake, dataset_version or build_dataset(settings, lake, "reward"))
+
+
+def train_pairwise(settings: Settings, lake: Lake, data: DatasetVersion) -> ModelVersion:
+    """Bradley-Terry on (chosen, rejected) pairs with trl's RewardTrainer, LoRA + score head."""
+    from trl import RewardConfig, RewardTrainer
+
+    from datasets import Dataset
+
+    # 1. data: pairs, split by prompt
+    frame = data.frame()
+    prompts = frame["prompt"].to_list()
+    train_idx, eval_idx = split_prompts(prompts, settings.dataset.eval_fraction, settings.train.seed)
+    model_id = lora.model_id_for(settings, "rm", frame)
+    if (done := trained_before(lake, model_id)) is not None:
+        return done
+
+    # 2. model and tokenizer, seeded from config
+    lora.seed_everything(settings.train.seed)
+    base = lora.base_model_path(settings)
+    tokenizer = lora.load_tokenizer(base)
+    tokenizer.truncation_side = "left"  # keep the reflection, drop the oldest prompt text
+    model = lora.load_classifier(base, tokenizer)
+    chosen = [reward_text(tokenizer, p, c) for p, c in zip(prompts, frame["chosen"].to_list(), strict=True)]
+    rejected = [reward_text(tokenizer, p, r) for p, r in zip(prompts, frame["rejected"].to_list(), strict=True)]
+
+    def ids(texts: list[str]) -> list[list[int]]:
+        return tokenizer([texts[i] for i in train_idx], truncation=True, max_length=settings.train.max_length,
+                         add_special_tokens=False)["input_ids"]
+
+    # 3. trl's Config + Trainer (pre-tokenized, so its own tokenization and length filter leave the rows be)
+    final, work = lora.new_adapter(settings, model_id)
+    args = RewardConfig(**lora.training_args(
+        settings, work / "trainer", learning_rate=settings.train.rm_lr, num_train_epochs=settings.train.rm_epochs,
+        max_length=settings.train.max_length,
+    ))
+    train_set = Dataset.from_dict({"chosen_ids": ids(chosen), "rejected_ids": ids(rejected)})
+    trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_set,
+                            peft_config=lora.lora_config(settings, "seq-cls"))
+    start = time.perf_counter()
+    result = trainer.train()
+    metrics = {**_fit_metrics(result, trainer.state.log_history, time.perf_counter() - start, len(train_idx)),
+               "rm/kind": "pairwise", "train/prompts": len({prompts[i] for i in train_idx}),
+               "eval/rows": len(eval_idx), "eval/prompts": len({prompts[i] for i in eval_idx})}
+
+    # 4. pairwise accuracy, in training and on the held-out prompts
+    model = trainer.model
+    for split, rows in (("train", train_idx), ("eval", eval_idx)):
+        if rows:
+            scores_c = score_texts(model, tokenizer, [chosen[i] for i in rows], settings.train.max_length)
+            scores_r = score_texts(model, tokenizer, [rejected[i] for i in rows], settings.train.max_length)
+            metrics[f"{split}/pairwise_accuracy"] = pairwise_accuracy(scores_c, scores_r)
+    if not eval_idx:
+        log.info("reward model: no held-out prompts (eval_fraction %.2f of %d prompts), eval/pairwise_accuracy "
+                 "not measured", settings.dataset.eval_fraction, len(set(prompts)))
+
+    # 5. save the adapter (with its score head) atomically, then register it
+    _save(model, final, work)
+    version = _register(settings, lake, model_id, final, data, metrics)
+    log.info("reward model %s (pairwise): %d pairs of %d prompts in %s, held-out pairwise accuracy %s -> %s",
+             model_id, frame.height, len(set(prompts)), data.label, metrics.get("eval/pairwise_accuracy", "n/a"),
+             final)
+    return version
+
+
+def train_pointwise(settings: Settings, lake: Lake, data: DatasetVersion) -> ModelVersion | Skipped:
+    """A classifier of rating > threshold on datasets/reward.sql; Skipped on one-class data."""
     from transformers import DataCollatorWithPadding, TrainingArguments
 
     from datasets import Dataset
 
     # 1. data: both classes are needed to learn anything
-    data = dataset_version or build_dataset(settings, lake, "reward")
     frame = data.frame()
     labels = [bool(y) for y in frame["label"].to_list()] if frame.height else []
     positives = sum(labels)
@@ -139,19 +256,10 @@ def train_reward_model(settings: Settings, lake: Lake,
     )
     start = time.perf_counter()
     result = trainer.train()
-    seconds = time.perf_counter() - start
 
     # 4. held-out accuracy (and the majority-class baseline to read it against)
-    metrics = {
-        "train/loss": float(result.training_loss),
-        **loss_metrics(trainer.state.log_history),
-        "train/rows": len(train_idx),
-        "train/positives": int(n_pos),
-        "train/steps": int(result.global_step),
-        "train/seconds": round(seconds, 3),
-        "train/seconds_per_step": round(seconds / max(int(result.global_step), 1), 3),
-        "eval/rows": len(eval_idx),
-    }
+    metrics = {**_fit_metrics(result, trainer.state.log_history, time.perf_counter() - start, len(train_idx)),
+               "rm/kind": "pointwise", "train/positives": int(n_pos), "eval/rows": len(eval_idx)}
     train_scores = score_texts(model, tokenizer, [texts[i] for i in train_idx], settings.train.max_length)
     metrics["train/accuracy"] = accuracy(train_scores, [labels[i] for i in train_idx])
     if eval_idx:
@@ -164,18 +272,8 @@ def train_reward_model(settings: Settings, lake: Lake,
                  settings.dataset.eval_fraction, len(labels))
 
     # 5. save the adapter (with its score head) atomically, then register it
-    try:
-        model.save_pretrained(work / "adapter")
-        shutil.rmtree(final, ignore_errors=True)
-        (work / "adapter").rename(final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    version = ModelVersion(
-        model_id=model_id, stage="rm", base_model=settings.retrospective.model, adapter_path=final,
-        dataset=data.dataset, dataset_version=data.version, parent_model_id=None,
-        config=settings.model_dump(mode="json"), metrics=metrics,
-    )
-    register_model_version(lake, version)
+    _save(model, final, work)
+    version = _register(settings, lake, model_id, final, data, metrics)
     log.info("reward model %s: %d rows (%d positive) of %s, held-out accuracy %s -> %s", model_id, len(labels),
              positives, data.label, metrics.get("eval/accuracy", "n/a"), final)
     return version

@@ -1,7 +1,8 @@
 -- success_by_trial: the success rate after each trial 0..n_trials-1 of every run (the paper's curve).
 -- Cumulative: a task first solved at trial j counts as solved at every trial >= j (solved tasks
--- stop); the denominator is the run's n_tasks, so unfinished or crashed runs are not inflated.
-CREATE VIEW IF NOT EXISTS success_by_trial AS
+-- stop); the denominator is the run's n_tasks, so unfinished or crashed runs are not inflated. Main line
+-- only (sample 0): a branch trial tried another reflection and never continues its task.
+CREATE OR REPLACE VIEW success_by_trial AS
 WITH run AS (
     SELECT run_id, mode, env, split, retro_model_version, n_tasks, n_trials
     FROM lake.runs
@@ -13,7 +14,7 @@ trial_index AS (
 first_success AS (
     SELECT run_id, task_id, min(trial) AS first_trial
     FROM lake.trials
-    WHERE success
+    WHERE success AND sample = 0
     GROUP BY run_id, task_id
 )
 SELECT ti.run_id, ti.mode, ti.env, ti.split, ti.retro_model_version, ti.trial,

@@ -1,6 +1,6 @@
 -- model_lineage: adapter -> dataset version -> lake snapshot -> the runs that snapshot could see
 -- (runs started at or before the snapshot was taken), plus whether the adapter is the promoted one.
-CREATE VIEW IF NOT EXISTS model_lineage AS
+CREATE OR REPLACE VIEW model_lineage AS
 WITH model AS (
     SELECT model_id, stage, base_model, parent_model_id, adapter_path, dataset, dataset_version,
            created_at

@@ -1,0 +1,159 @@
+"""Stage 3, group variants: GRPO or RLOO of the retrospective policy (trl's mainline GRPOTrainer /
+RLOOTrainer), `train.trainer = grpo | rloo`.
+
+For each reflection prompt of a failed trial the policy samples `train.num_generations` reflections;
+each is scored and its advantage is its score against the others of its group (GRPO: the group's mean
+and spread; RLOO: the mean of the other samples), so no value model is needed. The score is a reward
+function: the trained reward model here (`RewardModelScore`), or, with the environment reward
+(retro/train/env_reward.py), the return of the actor's next trial with that reflection.
+
+Like PPO: the policy starts from the SFT adapter merged into the base (the base alone when SFT was
+skipped), trains a fresh LoRA adapter, the KL reference is the same model with the adapter off, and
+the saved adapter stands alone on the base (SFT and this stage concatenated).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from retro.config import Settings
+from retro.store.lake import Lake
+from retro.train import lora
+from retro.train.datasets import DatasetVersion, build_dataset
+from retro.train.ppo import Parent, resolve_parent, save_standalone_adapter
+from retro.train.registry import ModelVersion, register_model_version, trained_before
+from retro.train.result import Skipped, skip
+from retro.train.reward import reward_text, score_texts
+
+log = logging.getLogger(__name__)
+
+RewardFn = Callable[..., list[float]]  # trl's reward-function signature: (prompts, completions, **columns)
+
+
+class RewardModelScore:
+    """trl reward function: the trained reward model's score of (prompt, reflection), read exactly as the
+    reward model was trained to read it (reward.reward_text)."""
+
+    __name__ = "reward_model"  # trl logs rewards under the function's name
+
+    def __init__(self, model, tokenizer, max_length: int):
+        self.model, self.tokenizer, self.max_length = model, tokenizer, max_length
+
+    def __call__(self, prompts: list, completions: list, **_: Any) -> list[float]:
+        texts = [reward_text(self.tokenizer, p[-1]["content"], c[-1]["content"])
+                 for p, c in zip(prompts, completions, strict=True)]
+        return score_texts(self.model, self.tokenizer, texts, self.max_length)
+
+
+def group_metrics(log_history: list[dict], seconds: float) -> dict[str, float]:
+    """trl's logged values of the last step (reward, reward_std, kl, ...), the first step's reward for the
+    trend, and the time per update."""
+    steps = [entry for entry in log_history if "reward" in entry]
+    if not steps:
+        return {}
+    metrics = {k if "/" in k else f"objective/{k}": float(v) for k, v in steps[-1].items()
+               if isinstance(v, int | float)}
+    metrics["objective/reward_first"] = float(steps[0]["reward"])
+    metrics["group/updates"] = len(steps)
+    metrics["group/seconds"] = round(seconds, 3)
+    metrics["group/seconds_per_update"] = round(seconds / len(steps), 3)
+    return metrics
+
+
+def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion | None = None,
+                sft: Parent = None, reward_model: Parent = None, reward_fn: RewardFn | None = None,
+                extra_parents: tuple[str, ...] = (), algorithm: str | None = None) -> ModelVersion | Skipped:
+    """GRPO or RLOO (settings.train.trainer, or `algorithm`) on datasets/ppo.sql (built now if not given).
+
+    The reward is `reward_fn` when given (then `extra_parents` names what it depends on, for the model id),
+    else the reward model (`reward_model`: a ModelVersion, an id, a Skipped, or None for the newest).
+    """
+    algorithm = algorithm or settings.train.trainer
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from datasets import Dataset
+
+    # 1. parents: a reward (function, or reward model) is required, the SFT policy is optional
+    base_name = settings.retrospective.model
+    rm = None
+    if reward_fn is None:
+        rm = resolve_parent(lake, reward_model, "rm", base_name)
+        if rm is None:
+            why = reward_model.reason if isinstance(reward_model, Skipped) else "none is registered"
+            return skip(algorithm, f"skip {algorithm}: no reward model to score reflections ({why})")
+    policy_parent = resolve_parent(lake, sft, "sft", base_name)
+
+    # 2. data: the prompts of failed trials, as one-turn chats
+    data = dataset_version or build_dataset(settings, lake, "ppo")
+    frame = data.frame()
+    if frame.height == 0:
+        return skip(algorithm, f"skip {algorithm}: 0 reflection prompts of failed trials in {data.label}")
+    parents = (policy_parent.model_id if policy_parent else None, rm.model_id if rm else None, *extra_parents)
+    model_id = lora.model_id_for(settings, algorithm, frame, parents)
+    if (done := trained_before(lake, model_id)) is not None:
+        return done
+
+    # 3. models, seeded from config
+    lora.seed_everything(settings.train.seed)
+    base = lora.base_model_path(settings)
+    tokenizer = lora.load_tokenizer(base)
+    policy = lora.load_policy(base, policy_parent.adapter_path if policy_parent else None, tokenizer, merge=True)
+    if reward_fn is None:
+        scorer = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
+        reward_fn = RewardModelScore(scorer, tokenizer, settings.train.max_length)
+    rows = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}]} for row in frame.iter_rows(named=True)]
+
+    # 4. trl's Config + Trainer: `batch_size` prompts x `num_generations` samples per update
+    t = settings.train
+    group = t.num_generations
+    completions = t.batch_size * group
+    micro = lora.micro_batch(completions)
+    final, work = lora.new_adapter(settings, model_id)
+    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
+    args = config_cls(**lora.training_args(
+        settings, work / "trainer",
+        learning_rate=t.ppo_lr,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=completions // micro,
+        num_generations=group,
+        max_completion_length=t.max_new_tokens,
+        max_steps=max(t.ppo_total_episodes // completions, 1),
+        num_iterations=t.ppo_epochs,
+        beta=t.ppo_kl_coef,
+        temperature=settings.rollout.branch_temperature,
+        top_p=settings.retrospective.top_p,
+    ))
+    trainer = trainer_cls(model=policy, reward_funcs=reward_fn, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tokenizer, peft_config=lora.lora_config(settings, "causal"))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+
+    # 5. save one standalone adapter atomically, then register it
+    try:
+        trainer.model.save_pretrained(work / algorithm)
+        save_standalone_adapter(base, tokenizer, policy_parent.adapter_path if policy_parent else None,
+                                work / algorithm, work / "adapter")
+        shutil.rmtree(final, ignore_errors=True)
+        (work / "adapter").rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    metrics = {**group_metrics(trainer.state.log_history, seconds), "train/rows": frame.height,
+               "group/num_generations": group}
+    version = ModelVersion(
+        model_id=model_id, stage=algorithm, base_model=base_name, adapter_path=final,
+        dataset=data.dataset, dataset_version=data.version,
+        parent_model_id=policy_parent.model_id if policy_parent else None,
+        config={**settings.model_dump(mode="json"), "reward_model_id": rm.model_id if rm else None,
+                "reward": getattr(reward_fn, "__name__", "reward_fn"), "reward_parents": list(extra_parents)},
+        metrics=metrics,
+    )
+    register_model_version(lake, version)
+    log.info("%s %s: %d updates on %d prompts of %s, reward %.3f -> %.3f -> %s", algorithm, model_id,
+             metrics.get("group/updates", 0), frame.height, data.label, metrics.get("objective/reward_first", float("nan")),
+             metrics.get("objective/reward", float("nan")), final)
+    return version
