@@ -9,7 +9,7 @@ import toyenv
 
 from retro.agent import prompts
 from retro.agent.actor import Step, Trajectory, fit_prompt, long_term_memory
-from retro.agent.parse import clean_line, parse_action
+from retro.agent.parse import clean_line
 from retro.agent.rating import rate_reflections
 from retro.agent.rollout import rollout
 from retro.envs import ENVS
@@ -125,10 +125,10 @@ def test_junk_actions_are_invalid_steps_not_crashes(settings, lake):
     result = run(settings, lake, tasks=2, trials=1, models=models)
     assert result.success_by_trial == [0.0]
     steps = lake.read("SELECT valid, observation FROM lake.steps")
-    assert steps.height == 2 * settings.rollout.max_steps
-    assert not steps["valid"].any()
+    assert steps.height == 2 * toyenv.ToyEnv.max_steps  # no rollout.max_steps: the environment's
+    assert not steps["valid"].any() and set(steps["observation"]) == {toyenv.ToyEnv.invalid_action}
     stops = lake.read("SELECT DISTINCT stop_reason, n_invalid FROM lake.trials")
-    assert stops.to_dicts() == [{"stop_reason": "max_steps", "n_invalid": settings.rollout.max_steps}]
+    assert stops.to_dicts() == [{"stop_reason": "max_steps", "n_invalid": toyenv.ToyEnv.max_steps}]
 
 
 def test_llm_error_marks_the_episode_failed_and_the_run_goes_on(settings, lake):
@@ -161,19 +161,6 @@ def test_context_is_cut_by_dropping_oldest_steps():
 def test_memory_keeps_newest_last():
     assert long_term_memory(["a", "b", "c", "d"], 3) == ["b", "c", "d"]
     assert long_term_memory(["a"], 0) == []
-
-
-@pytest.mark.parametrize("text,action", [
-    (" Search[Milhouse]", "Search[Milhouse]"),
-    ("Action 2: Lookup[ name ] and more", "Lookup[name]"),
-    ("I will Finish[yes]\nObservation", "Finish[yes]"),
-    ("click[Buy Now]", "click[Buy Now]"),
-    ("nothing here", None),
-    ("", None),
-    ("Search[unclosed", None),
-])
-def test_parse_action(text, action):
-    assert parse_action(text) == action
 
 
 def test_clean_line_drops_repeated_labels():

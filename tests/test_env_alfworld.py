@@ -4,6 +4,7 @@ normalised, and few-shot examples are the program's own (templates checked here 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 import time
 
@@ -11,8 +12,19 @@ import pytest
 
 from retro.config import load_settings
 from retro.envs import alfworld as alf
-from retro.envs.base import StepResult
-from retro.envs.fewshot import alfworld_plan, coherent, play, render
+from retro.envs.base import StepResult, Task
+from retro.envs.fewshot import (
+    alfworld_plan,
+    coherent,
+    detour_places,
+    empty_handed,
+    example_candidates,
+    first_target,
+    play,
+    render,
+    scene_parts,
+    varied,
+)
 from retro.errors import UnknownEnvError
 
 # find_spec, not importorskip: importing alfworld creates ~/.cache/alfworld
@@ -120,9 +132,11 @@ def test_invalid_commands_and_the_put_alias(env):
 
 def test_normalize_command():
     assert alf.normalize_command("  Action 3: Go to  Desk 1.\nThought: more") == "go to desk 1"
-    assert alf.normalize_command("> take apple 1 from countertop 2") == "take apple 1 from countertop 2"
-    assert alf.normalize_command("put mug 1 on shelf 2") == "move mug 1 to shelf 2"
+    assert alf.normalize_command("> take the apple 1 from countertop 2") == "take apple 1 from countertop 2"
     assert alf.normalize_command("") == ""
+    # ReAct's `put` is the game's `move`, unless the game has that very `put` command
+    assert alf.admissible_spelling("put mug 1 on shelf 2", ["look"]) == "move mug 1 to shelf 2"
+    assert alf.admissible_spelling("put mug 1 in cup 1", ["put mug 1 in cup 1"]) == "put mug 1 in cup 1"
 
 
 def test_fewshot_templates_without_games():
@@ -143,6 +157,40 @@ def test_fewshot_templates_without_games():
     assert "x" * 301 not in text and "Observation 1: " + "x" * 300 + " ..." in text  # long ones are cut
 
 
+def _game(folder: str, goal: str, walkthrough=("go to desk 1", "take pen 1 from desk 1")):
+    return Task("alfworld", "train", f"{folder}/trial_1", goal, "", {"walkthrough": list(walkthrough)})
+
+
+def test_fewshot_examples_vary_and_look_before_they_know():
+    egg = _game("pick_heat_then_place_in_recep-Egg-None-Fridge-13", "put a hot egg in fridge.")
+    assert scene_parts(egg) == ("egg", "fridge", "13")
+    assert varied(egg, [])
+    assert not varied(_game("pick_heat_then_place_in_recep-Egg-None-CounterTop-2", "heat an egg."), [egg])
+    assert not varied(_game("pick_heat_then_place_in_recep-Mug-None-CounterTop-13", "heat a mug."), [egg])
+    assert not varied(_game("pick_heat_then_place_in_recep-Mug-None-Fridge-2", "heat a mug."), [egg])
+    lamp = _game("look_at_obj_in_light-Pen-None-DeskLamp-301", "examine the pen with the desklamp.")
+    other = _game("look_at_obj_in_light-Book-None-DeskLamp-302", "examine the book with the desklamp.")
+    assert not varied(other, [lamp]) and varied(other, [lamp], strict=False)  # one destination: relaxed
+    long = _game("pick_and_place_simple-Pen-None-Desk-1", "x", ["go to desk 1"] * 12)
+    order = example_candidates([long, egg, lamp, other], max_steps=10, seed=0)
+    assert order[-1] == long and order == example_candidates([other, lamp, egg, long], max_steps=10, seed=0)
+
+    opening = ("You are in the middle of a room. Looking quickly around you, you see a drawer 1, a desk 1, "
+               "an armchair 1, and a shelf 2.\n\nYour task is to: examine the pen with the desklamp.")
+    walkthrough = ["go to desk 1", "take pen 1 from desk 1", "go to shelf 2", "use desklamp 1"]
+    assert first_target(walkthrough) == "pen 1"
+    assert detour_places(opening, walkthrough) == ["armchair 1", "drawer 1"]  # unvisited; closed kinds last
+    assert empty_handed("You arrive at armchair 1. On the armchair 1, you see a pillow 1.", "pen 1")
+    assert not empty_handed("You arrive at armchair 1. On the armchair 1, you see a pen 2.", "pen 1")
+    assert not empty_handed("You arrive at drawer 1. The drawer 1 is closed.", "pen 1")
+    plan = alfworld_plan("examine the pen with the desklamp.", walkthrough, detour="armchair 1")
+    assert [a for _, a in plan] == ["go to armchair 1", *walkthrough]
+    assert plan[0][0] == ("My task is to examine the pen with the desklamp. First I need to find a pen. I check "
+                          "the places one by one, starting with armchair 1.")
+    assert plan[1][0] == "There is no pen at armchair 1. I try desk 1 next."
+    assert plan[3][0] == "Now I need a desklamp to see by. I try shelf 2."  # tries, never "the lamp is at"
+
+
 def test_missing_package_is_one_line_with_the_fix(monkeypatch, tmp_path):
     real = alf.importlib.util.find_spec
     monkeypatch.setattr(alf.importlib.util, "find_spec",
@@ -157,10 +205,15 @@ def test_few_shot_is_played_from_train_games_of_the_task_type(env):
     task = next(t for t in env.load_tasks("valid_unseen") if t.metadata["task_type"] == kind)
     text = env.few_shot(task)
     assert text.count("Your task is to: ") == 2 and "heat " in text and "Thought 1: My task is to" in text
+    assert "First I need to find a " in text and "There is no " in text  # a first stop that finds nothing
     train_goals = {t.question for t in env.load_tasks("train") if t.metadata["task_type"] == kind}
     prefix = "Your task is to: "
     goals = [ln.removeprefix(prefix) for ln in text.splitlines() if ln.startswith(prefix)]
-    assert all(goal in train_goals for goal in goals)
+    assert all(goal in train_goals for goal in goals) and len(set(goals)) == 2
+    for kind in ("pick_and_place", "pick_two_obj_and_place", "look_at_obj_in_light"):
+        examples = env.few_shot(Task("alfworld", "x", "x", "q", "", {"task_type": kind})).split("\n\nYou are in")
+        objects = {re.search(r"First I need to find an? (\w+)", ex).group(1) for ex in examples}
+        assert len(examples) == 2 and len(objects) == 2, kind  # not alarmclock and apple every time
     cached = list((env.root / "fewshot").glob(f"{kind}-*.txt"))
     assert len(cached) == 1 and cached[0].read_text() == text
     fresh = alf.ALFWorld(env.settings)

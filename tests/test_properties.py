@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from retro.agent.parse import clean_line, parse_action
+from retro.agent.parse import clean_line
 from retro.agent.rating import compute_ratings, rate_reflections
+from retro.envs.actions import bracket_action as parse_action
 from retro.envs.hotpotqa import parse_action as hotpotqa_action
 
 ACTION_SHAPE = re.compile(r"[A-Za-z_]\w{0,30}\[[^\[\]\n]*\]")

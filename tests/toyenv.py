@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from retro.envs.actions import BracketActions
 from retro.envs.base import StepResult, Task
 from retro.llm.scripted import ScriptedLLM
 
@@ -39,9 +40,10 @@ class ToyEpisode:
         pass
 
 
-class ToyEnv:
+class ToyEnv(BracketActions):
     name = "toy"
     action_help = "Actions: Look[] looks around; Finish[answer] answers."
+    max_steps = 4
 
     def __init__(self, settings=None):
         self.settings = settings

@@ -3,9 +3,13 @@ writes a reflection (root cause + plan) for the next trial's long-term memory.""
 
 from __future__ import annotations
 
+import re
+
 from retro.agent import prompts
 from retro.agent.actor import Trajectory
 from retro.llm.base import Prompt
+
+SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")  # a full stop, maybe closing quotes or brackets
 
 
 def reflection_input(question: str, trajectory: Trajectory, episode_return: float, stop_reason: str,
@@ -31,8 +35,11 @@ def reflection_prompt(text: str) -> Prompt:
 
 
 def clean_reflection(text: str) -> str:
-    """A reflection as stored and remembered: no leading label, at most one paragraph."""
+    """A reflection as stored and remembered: no leading label, at most one paragraph, and no sentence cut
+    off by the token budget (the text ends at its last complete sentence, when it has one)."""
     text = text.strip()
     if text.lower().startswith(prompts.REFLECTION_PREFIX.lower()):
         text = text[len(prompts.REFLECTION_PREFIX):].strip()
-    return text.split("\n\n", 1)[0].strip()
+    text = text.split("\n\n", 1)[0].strip()
+    ends = list(SENTENCE_END.finditer(text))
+    return text[:ends[-1].end()] if ends else text

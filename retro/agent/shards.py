@@ -22,7 +22,7 @@ from typing import Any
 from retro.agent import rollout as rollout_lib
 from retro.agent.runner import Runner, RunResult
 from retro.config import Settings, load_settings
-from retro.envs import get_env
+from retro.envs import get_env, select_tasks
 from retro.eval.metrics import success_by_trial
 from retro.provenance import code_version
 from retro.store import queries
@@ -76,7 +76,7 @@ def plan_shards(settings: Settings, lake: Lake, workers: int, *, env: str | None
     adapter = adapter or r.adapter
     if mode == "retroformer":  # pin the adapter here, so a promotion mid-run cannot split the shards
         adapter = rollout_lib.resolve_adapter(lake, adapter)[0]
-    task_ids = tuple(t.task_id for t in get_env(env, settings).load_tasks(split)[:tasks or r.tasks])
+    task_ids = tuple(select_tasks(get_env(env, settings).load_tasks(split), r, tasks or r.tasks))
     resolved = {**settings.model_dump(mode="json"), "home": str(settings.home.resolve())}  # same paths on workers
     return ShardPlan(resolved, env, split, mode, task_ids, trials or r.trials, adapter, tag,
                      split_tasks(task_ids, workers))

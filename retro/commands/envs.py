@@ -9,7 +9,7 @@ import polars as pl
 import typer
 
 from retro.commands.common import console, print_frame, settings
-from retro.envs import ENVS, Environment, Task, get_env
+from retro.envs import Environment, Task, available_envs, get_env
 from retro.errors import RetroError, UnknownEnvError
 
 app = typer.Typer(help="Environments: list them, list their tasks, play one by hand.", no_args_is_help=True)
@@ -26,9 +26,10 @@ def _show(text: str, style: str | None = None) -> None:
 
 
 def describe_envs() -> list[dict[str, Any]]:
-    """One row per (environment, split) with its task count; an environment that fails says why."""
+    """One row per (environment, split) with its task count, built-in and installed (entry points) alike;
+    an environment that fails says why."""
     rows = []
-    for name in ENVS:
+    for name in available_envs():
         try:
             counts = get_env(name, settings()).splits()
         except (RetroError, ImportError, OSError) as err:  # a listing survives a missing environment

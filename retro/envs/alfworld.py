@@ -5,7 +5,12 @@ The games ship as `datasets/alfworld/SPLIT.tar.xz`; each split is unpacked on fi
 renamed, with a stamp of the archive's hash so a changed archive is unpacked again). Listing tasks reads
 only the JSON of each game (goal and walkthrough); loading a playable game costs about a second, so it
 happens in `Episode.reset`, once per episode. valid_unseen (134 games) is the held-out split the papers
-report on; train (3,553) is for training rollouts and few-shot examples.
+report on; train (3,553) is for training rollouts and few-shot examples. More splits come from settings:
+`rollout.alfworld_splits = {name: folder}`, a folder of `<task>/<trial>/game.tw-pddl` (as ALFWorld's own
+download lays out json_2.1.1/<split>/), played where it is.
+
+Actions are the games' plain commands (`go to desk 1`, `take apple 1 from countertop 2`), read out of
+the actor's line by the command grammar of ALFWorld's games (alfworld/data/alfred.twl2).
 """
 
 from __future__ import annotations
@@ -24,11 +29,20 @@ from typing import Any
 
 from retro.config import Settings
 from retro.envs.base import StepResult, Task
-from retro.envs.fewshot import alfworld_plan, coherent, play, render
+from retro.envs.fewshot import (
+    alfworld_plan,
+    detour_places,
+    empty_handed,
+    example_candidates,
+    first_target,
+    play,
+    render,
+    varied,
+)
 from retro.errors import DataError, UnknownEnvError
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "datasets" / "alfworld"
-SPLITS = ("valid_unseen", "valid_train", "train")
+SHIPPED_SPLITS = ("valid_unseen", "valid_train", "train")  # datasets/alfworld/<split>.tar.xz
 GAME_FILE = "game.tw-pddl"
 # ALFWorld's six task types, by the prefix of a task folder's name.
 TASK_TYPES = {
@@ -39,9 +53,11 @@ TASK_TYPES = {
     "look_at_obj_in_light": "look_at_obj_in_light",
     "pick_two_obj_and_place": "pick_two_obj_and_place",
 }
-FEW_SHOT_VERSION = "v1"  # bump when the example templates change: it keys the cached text
+MAX_STEPS = 50  # ReAct's and Reflexion's ALFWorld agents stopped after 50 steps
+FEW_SHOT_VERSION = "v2"  # bump when the example templates change: it keys the cached text
 FEW_SHOT_GAMES = 2  # examples per prompt, all of the current task's type (ReAct used two)
 FEW_SHOT_MAX_STEPS = 10  # prefer short walkthroughs: examples must fit a small model's context
+FEW_SHOT_SEED = 0  # which train games become the examples
 TRANSLATIONS_KEPT = 64  # PDDL->SAS translations cached per process (2 per game, about 2.3 MB each)
 
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
@@ -55,10 +71,23 @@ examine {something}, use {obj}, heat {obj} with {recep}, cool {obj} with {recep}
 clean {obj} with {recep}, look, inventory.
 Objects and receptacles are named with a number, as the observations show them (e.g. "apple 1",
 "countertop 2"). A command that does not apply gives "Nothing happens." Finish by doing what the task says."""
+NO_COMMAND = (
+    "Invalid action: write one command such as go to desk 1, open drawer 2, take apple 1 from countertop 2, "
+    "move apple 1 to fridge 1, heat/cool/clean apple 1 with microwave 1/fridge 1/sinkbasin 1, use desklamp 1, "
+    "examine apple 1, look or inventory (things are named with their number)."
+)
 
 _GOAL = re.compile(r"Your task is to: ([^\"\\]*)")
 _LABEL = re.compile(r"^\s*(?:action\s*\d*\s*:|>)\s*", re.IGNORECASE)
+_ARTICLE = re.compile(r"\b(?:the|a|an) (?=[a-z]+ \d)")  # "take the apple 1": names never hold an article
 _PUT = re.compile(r"^put (.+?) (?:in|on|in/on|into|onto) (.+)$")  # ReAct's wording of "move X to Y"
+# The command templates of alfred.twl2; every object and receptacle is a type and a number ("desk 1").
+_NAME = r"[a-z]+ \d+"
+_COMMAND = re.compile(
+    rf"\b(?:go to {_NAME}|(?:open|close|examine|use) {_NAME}|take {_NAME} from {_NAME}|move {_NAME} to {_NAME}"
+    rf"|put {_NAME} (?:in/on|into|in|onto|on) {_NAME}|(?:heat|cool|clean|slice) {_NAME} with {_NAME})(?!\w)"
+)
+_BARE_COMMANDS = ("look", "inventory", "help")  # only as the whole line: "look" in a sentence is no command
 
 
 def require_alfworld() -> None:
@@ -120,11 +149,28 @@ def task_type(task_dir: str) -> str:
 
 
 def normalize_command(action: str) -> str:
-    """The game's spelling of an actor's command: first line, no label, lower case, `put` as `move`."""
+    """The game's spelling of an actor's line: first line, no label or article, lower case, no full stop."""
     line = next((ln for ln in action.splitlines() if ln.strip()), "")
     command = " ".join(_LABEL.sub("", line).split()).lower().rstrip(".")
+    return _ARTICLE.sub("", command)
+
+
+def parse_command(text: str) -> str | None:
+    """The first command of the games' grammar in the actor's line (`I go to desk 1 now` -> `go to desk 1`);
+    `look`, `inventory` and `help` only as the whole line; None when the line holds no command."""
+    command = normalize_command(text)
+    if command in _BARE_COMMANDS:
+        return command
+    match = _COMMAND.search(command)
+    return match.group(0) if match else None
+
+
+def admissible_spelling(command: str, admissible: list[str]) -> str:
+    """`put X in/on Y` (ReAct's wording) as the game's `move X to Y` when only that one is admissible."""
     put = _PUT.match(command)
-    return f"move {put.group(1)} to {put.group(2)}" if put else command
+    if command in admissible or put is None:
+        return command
+    return f"move {put.group(1)} to {put.group(2)}"
 
 
 def _cache_translations() -> None:
@@ -157,8 +203,6 @@ def load_game(gamefile: Path) -> Any:
     """A playable TextWorld env for one game, wrapped as the alfworld package does for its TW agents."""
     require_alfworld()
     _cache_translations()
-    # Without it, importing alfworld creates ~/.cache/alfworld: keep everything under RETRO_HOME.
-    os.environ.setdefault("ALFWORLD_DATA", str(gamefile.parents[4]))
     import textworld
     import textworld.gym
     from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
@@ -191,7 +235,7 @@ class ALFWorldEpisode:
             self.reset()
         if self.done:
             return StepResult(OVER, 0.0, True, {"invalid": True, "success": False})
-        command = normalize_command(action)
+        command = admissible_spelling(normalize_command(action), self.admissible)
         invalid = command not in self.admissible
         observation, _score, done, info = self.env.step(command)
         won = bool(info["won"])
@@ -211,22 +255,38 @@ class ALFWorld:
 
     name = "alfworld"
     action_help = ACTION_HELP
+    invalid_action = NO_COMMAND
+    max_steps = MAX_STEPS
 
-    def __init__(self, settings: Settings, data_dir: Path = DATA_DIR):
+    def __init__(self, settings: Settings, data_dir: Path | None = None):
         require_alfworld()
         self.settings = settings
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir or DATA_DIR)
         self.root = settings.cache_dir / "alfworld"
+        # Without it, importing alfworld creates ~/.cache/alfworld: keep everything under RETRO_HOME.
+        os.environ.setdefault("ALFWORLD_DATA", str(self.root))
+        self.custom = {split: Path(folder) for split, folder in settings.rollout.alfworld_splits.items()}
+        self.split_names = list(dict.fromkeys([*SHIPPED_SPLITS, *self.custom]))
         self._tasks: dict[str, list[Task]] = {}
         self._few_shot: dict[str, str] = {}
 
+    def parse_action(self, text: str) -> str | None:
+        return parse_command(text)
+
     def splits(self) -> dict[str, int]:
-        return {split: len(self.load_tasks(split)) for split in SPLITS}
+        return {split: len(self.load_tasks(split)) for split in self.split_names}
 
     def split_dir(self, split: str) -> Path:
-        """The unpacked folder of a split (unpacking it on first use)."""
-        if split not in SPLITS:
-            raise UnknownEnvError(f"alfworld has no split '{split}': choose one of {', '.join(SPLITS)}")
+        """The folder of a split's games: one added by settings, or a shipped one unpacked on first use."""
+        if split in self.custom:
+            folder = self.custom[split]
+            if not folder.is_dir():
+                raise DataError(f"ALFWorld split '{split}' is no folder: {folder}; fix the setting "
+                                "rollout.alfworld_splits (a folder of <task>/<trial>/game.tw-pddl)")
+            return folder
+        if split not in SHIPPED_SPLITS:
+            raise UnknownEnvError(f"alfworld has no split '{split}': choose one of {', '.join(self.split_names)}, "
+                                  "or add one with the setting rollout.alfworld_splits")
         archive = self.data_dir / f"{split}.tar.xz"
         if not archive.exists():
             raise DataError(f"ALFWorld archive missing: {archive}; restore datasets/alfworld/ from git")
@@ -241,16 +301,18 @@ class ALFWorld:
                 goal, walkthrough = read_game(path)
                 metadata = {
                     "task_type": task_type(task_id),
-                    "gamefile": str(path.relative_to(self.root)),
+                    "variant_of": path.parent.parent.name,  # trial folders of one task: same goal and room
+                    "gamefile": str(path.relative_to(self.root) if path.is_relative_to(self.root) else path),
                     "walkthrough": walkthrough,
                 }
                 tasks.append(Task("alfworld", split, task_id, goal, " | ".join(walkthrough), metadata))
+            if not tasks:
+                raise DataError(f"ALFWorld split '{split}' has no games: {folder} holds no */*/{GAME_FILE}")
             self._tasks[split] = tasks
         return self._tasks[split]
 
     def gamefile(self, task: Task) -> Path:
-        self.split_dir(task.split)
-        return self.root / "json_2.1.1" / task.split / task.task_id / GAME_FILE
+        return self.split_dir(task.split) / task.task_id / GAME_FILE
 
     def start(self, task: Task) -> ALFWorldEpisode:
         return ALFWorldEpisode(task, self.gamefile(task))
@@ -270,26 +332,37 @@ class ALFWorld:
         return self._few_shot[kind]
 
     def _write_examples(self, kind: str) -> str:
+        """FEW_SHOT_GAMES won games of the type, each with another object, room, goal and destination."""
         kept = [t for t in self.load_tasks("train") if t.metadata["task_type"] == kind]
-        candidates = [t for t in kept if coherent(t.metadata["walkthrough"])] or kept
-        candidates.sort(key=lambda t: (len(t.metadata["walkthrough"]) > FEW_SHOT_MAX_STEPS, t.task_id))
-        examples, scenes = [], set()
-        for task in candidates:
-            scene = task.task_id.split("/")[0]  # trials of one task folder share a goal: show two
-            if scene in scenes:
-                continue
-            episode = self.start(task)
-            try:
-                opening = episode.reset()
-                steps, won = play(episode.step, alfworld_plan(task.question, task.metadata["walkthrough"]))
-            finally:
-                episode.close()
-            if won:
-                examples.append(render(opening, steps))
-                scenes.add(scene)
-            if len(examples) == FEW_SHOT_GAMES:
-                break
+        candidates = example_candidates(kept, FEW_SHOT_MAX_STEPS, FEW_SHOT_SEED)
+        examples, chosen = [], []
+        for strict in (True, False):  # another destination too, where the type has more than one
+            for task in candidates:
+                if len(examples) == FEW_SHOT_GAMES:
+                    break
+                if task in chosen or not varied(task, chosen, strict):
+                    continue
+                text = self._play_example(task)
+                if text is not None:
+                    examples.append(text)
+                    chosen.append(task)
         return "\n\n".join(examples)
+
+    def _play_example(self, task: Task) -> str | None:
+        """The walkthrough played with a first stop that finds nothing (else without one); None if it loses."""
+        walkthrough = task.metadata["walkthrough"]
+        target = first_target(walkthrough)
+        episode = self.start(task)
+        try:
+            opening = episode.reset()
+            for detour in [*(detour_places(opening, walkthrough) if target else []), None]:
+                steps, won = play(episode.step, alfworld_plan(task.question, walkthrough, detour))
+                if won and (detour is None or empty_handed(steps[0][2], target)):
+                    return render(opening, steps)
+                episode.reset()
+        finally:
+            episode.close()
+        return None
 
     def close(self) -> None:
         """Nothing shared to release: each episode closes its own game."""

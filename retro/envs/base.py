@@ -1,7 +1,9 @@
-"""The environment protocol: tasks of a split, and episodes that take action strings.
+"""The environment protocol: tasks of a split, its own action syntax, and episodes that take actions.
 
-An environment knows nothing of LLMs: it answers an action string with an observation, a reward and
-whether the episode is over. Malformed actions are observations ("Invalid action ..."), never exceptions.
+An environment knows nothing of LLMs: it reads an action out of the actor's line of text (HotPotQA's
+`Search[x]`, ALFWorld's `go to desk 1`), answers an action with an observation, a reward and whether the
+episode is over, and says how many steps a trial gets. Malformed actions are observations
+("Invalid action ..."), never exceptions.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class Episode(Protocol):
 class Environment(Protocol):
     name: str
     action_help: str  # the actor's instruction: what actions exist and what they do
+    invalid_action: str  # the observation for a line that holds no action: names the real action forms
+    max_steps: int  # actor steps per trial unless settings rollout.max_steps says otherwise
+
+    def parse_action(self, text: str) -> str | None:
+        """The action in one line the actor wrote, normalised as `step` takes it; None when it holds none."""
 
     def splits(self) -> dict[str, int]:
         """Split name -> number of tasks."""

@@ -8,6 +8,7 @@ the Thought / Action / Observation rhythm without pretending to reasoning nobody
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Sequence
 
@@ -129,6 +130,9 @@ def hotpotqa_examples(env, tasks: Sequence[Task]) -> str:
 
 # -- ALFWorld ------------------------------------------------------------------------------------------
 _VERB = re.compile(r"^(go to|open|close|take|move|clean|heat|cool|use|examine|slice)\s+(.*)$")
+_PLACE = re.compile(r"\ban? ([a-z]+ \d+)")  # "you see a cabinet 1, a desk 2, and a sofa 1"
+DETOURS_TRIED = 4  # receptacles tried as the first, empty-handed stop of an example
+CLOSED_KINDS = ("cabinet", "drawer", "fridge", "microwave", "safe")  # start closed: tried last as a detour
 
 
 def _parts(action: str) -> tuple[str, str, str]:
@@ -143,19 +147,30 @@ def _parts(action: str) -> tuple[str, str, str]:
     return verb, pieces[0], pieces[1]
 
 
-def _alfworld_thought(action: str, following: str | None) -> str:
-    """A one-line reason for `action`, looking at the action after it (where the agent is heading)."""
+def _kind(name: str) -> str:
+    """"apple" of "apple 1"."""
+    return name.rsplit(" ", 1)[0]
+
+
+def _go_thought(place: str, following: Sequence[str]) -> str:
+    """Why the agent goes to `place`, from what it does there (the actions after, an `open` skipped):
+    looking is phrased as trying a place, never as knowing what is there."""
+    nxt, obj, _ = _parts(next((a for a in following if not a.startswith("open ")), ""))
+    if nxt in ("take", ""):
+        return f"I look for a {_kind(obj) if obj else 'thing I need'} at {place}."
+    if nxt == "use":
+        return f"Now I need a {_kind(obj)} to see by. I try {place}."
+    purpose = {"clean": "clean", "heat": "heat", "cool": "cool", "move": "put"}.get(nxt, nxt)
+    return f"Now I take the {obj} to {place} to {purpose} it there."
+
+
+def _alfworld_thought(action: str, following: Sequence[str]) -> str:
+    """A one-line reason for `action`, looking at the actions after it (where the agent is heading)."""
     verb, obj, place = _parts(action)
     if verb == "go to":
-        nxt, nxt_obj, _ = _parts(following or "")
-        if nxt in ("take", "open", ""):
-            return f"I go to {obj} to look for what I need."
-        if nxt == "use":
-            return f"The {nxt_obj.rsplit(' ', 1)[0]} is at {obj}; I go there."
-        purpose = {"clean": "clean", "heat": "heat", "cool": "cool", "move": "put"}.get(nxt, nxt)
-        return f"Now I take the {nxt_obj} to {obj} to {purpose} it there."
+        return _go_thought(obj, following)
     return {
-        "open": f"{obj} is closed; I open it to see inside.",
+        "open": f"The {obj} is closed; I open it to see inside.",
         "take": f"I found {obj}. I take it.",
         "clean": f"I clean {obj} with {place}.",
         "heat": f"I heat {obj} with {place}.",
@@ -177,11 +192,64 @@ def coherent(walkthrough: Sequence[str]) -> bool:
     return True
 
 
-def alfworld_plan(goal: str, walkthrough: Sequence[str]) -> list[tuple[str, str]]:
-    """(thought, action) for each walkthrough step; the first thought restates the goal."""
-    plan = []
-    for i, action in enumerate(walkthrough):
-        following = walkthrough[i + 1] if i + 1 < len(walkthrough) else None
-        thought = _alfworld_thought(action, following)
-        plan.append((f"My task is to {goal.rstrip('.')}. {thought}" if i == 0 else thought, action))
-    return plan
+def first_target(walkthrough: Sequence[str]) -> str | None:
+    """The object the walkthrough takes first ("apple 1") where it first goes, if it does."""
+    first = _parts(walkthrough[0])[1] if walkthrough else None
+    return next((obj for verb, obj, place in map(_parts, walkthrough) if verb == "take" and place == first), None)
+
+
+def detour_places(opening: str, walkthrough: Sequence[str]) -> list[str]:
+    """Receptacles of the room (as the opening lists them) that the walkthrough never visits: a first stop
+    that finds nothing shows the actor looking before it knows."""
+    visited = {obj for verb, obj, _ in map(_parts, walkthrough) if verb == "go to"}
+    room = opening.split("\n\n", 1)[0]
+    places = [place for place in dict.fromkeys(_PLACE.findall(room)) if place not in visited]
+    return sorted(places, key=lambda place: _kind(place) in CLOSED_KINDS)[:DETOURS_TRIED]
+
+
+def empty_handed(observation: str, target: str) -> bool:
+    """A detour's observation that shows an open place without anything like the target on it."""
+    return (observation.startswith("You arrive at") and " is closed" not in observation
+            and re.search(rf"\b{re.escape(_kind(target))} \d", observation) is None)
+
+
+def alfworld_plan(goal: str, walkthrough: Sequence[str], detour: str | None = None) -> list[tuple[str, str]]:
+    """(thought, action) for each walkthrough step; the first thought restates the goal. With `detour`,
+    the agent first looks for the object at that place and, not finding it, goes on to the walkthrough."""
+    plan = [(_alfworld_thought(action, walkthrough[i + 1:]), action) for i, action in enumerate(walkthrough)]
+    target = first_target(walkthrough)
+    first = _parts(walkthrough[0])[1] if walkthrough and walkthrough[0].startswith("go to ") else None
+    if detour is not None and target is not None and first is not None:
+        plan[0] = (f"There is no {_kind(target)} at {detour}. I try {first} next.", walkthrough[0])
+        look = f"First I need to find a {_kind(target)}. I check the places one by one, starting with {detour}."
+        plan.insert(0, (look, f"go to {detour}"))
+    thought, action = plan[0]
+    return [(f"My task is to {goal.rstrip('.')}. {thought}", action), *plan[1:]]
+
+
+def scene_parts(task: Task) -> tuple[str, str, str]:
+    """(object, destination, room number) of an ALFWorld task, from its folder name
+    (type-Object-Container-Destination-Room: "pick_heat_then_place_in_recep-Egg-None-Fridge-13")."""
+    fields = task.task_id.split("/")[0].split("-")
+    return fields[1].lower(), fields[-2].lower(), fields[-1]
+
+
+def varied(task: Task, chosen: Sequence[Task], strict: bool = True) -> bool:
+    """True when `task` shows another object, room and goal than every example chosen so far, and when
+    `strict` another destination too (look_at_obj_in_light has only one: the desklamp)."""
+    obj, destination, room = scene_parts(task)
+    for other in chosen:
+        other_obj, other_destination, other_room = scene_parts(other)
+        if obj == other_obj or room == other_room or task.question == other.question:
+            return False
+        if strict and destination == other_destination:
+            return False
+    return True
+
+
+def example_candidates(tasks: Sequence[Task], max_steps: int, seed: int) -> list[Task]:
+    """Train games worth showing, in a seeded order: coherent walkthroughs, the short ones first (the
+    alphabetical order would show the same object, alarmclock or apple, in every prompt)."""
+    kept = sorted([t for t in tasks if coherent(t.metadata["walkthrough"])] or tasks, key=lambda t: t.task_id)
+    random.Random(seed).shuffle(kept)
+    return sorted(kept, key=lambda t: len(t.metadata["walkthrough"]) > max_steps)

@@ -4,6 +4,8 @@ Splits: `eval` is the 100 hard questions Reflexion and Retroformer report on (he
 it); `train` is 98 further dev questions for training rollouts. Search answers from the local Wikipedia
 (`retro.envs.wiki`); Finish scores the answer by exact match after SQuAD normalisation (the paper's
 return), or by token F1 when `rollout.hotpotqa_return = "f1"` gives a small actor a denser signal.
+More splits come from settings: `rollout.hotpotqa_splits = {name: file.jsonl}`, each a file in HotPotQA's
+format whose own `context` paragraphs are its corpus (so adding one leaves the shipped splits' as it was).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from pathlib import Path
 
 from retro.config import Settings
+from retro.envs.actions import BracketActions
 from retro.envs.base import StepResult, Task
 from retro.envs.text import exact_match, f1_score
 from retro.envs.wiki import Page, Wiki
@@ -20,7 +23,9 @@ from retro.errors import DataError, UnknownEnvError
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "datasets" / "hotpotqa"
 SPLIT_FILES = {"eval": "eval_reflexion100.jsonl", "train": "train_dev_first100.jsonl"}
-TASK_FIELDS = ("id", "question", "answer", "type", "level", "supporting_facts", "context")
+TASK_FIELDS = ("id", "question", "answer", "context")  # required; "type", "level", "supporting_facts" are kept
+METADATA_FIELDS = ("type", "level", "supporting_facts")
+MAX_STEPS = 7  # ReAct's HotPotQA agent stopped after 7 steps
 
 ACTION_HELP = """\
 Answer a question by interleaving Thought, Action and Observation steps. A Thought reasons about what is
@@ -35,6 +40,7 @@ only once the paragraphs support it."""
 INVALID = (
     "Invalid action: {action!r}. Valid actions are Search[<topic>], Lookup[<keyword>], Finish[<answer>]."
 )
+NO_ACTION = "Invalid action: write one action: Search[<topic>], Lookup[<keyword>] or Finish[<answer>]."
 OVER = "The episode is over: reset it to try again."
 NO_PAGE = "There is no paragraph to look in yet: Search[<topic>] first."
 
@@ -111,17 +117,23 @@ class HotpotQAEpisode:
         """Nothing to release: the corpus connection belongs to the environment."""
 
 
-class HotpotQA:
-    """The environment: tasks from the shipped JSONL files, episodes sharing one read-only corpus."""
+class HotpotQA(BracketActions):
+    """The environment: tasks from JSONL files; the shipped splits share one read-only corpus, and each
+    split added by settings has its own."""
 
     name = "hotpotqa"
     action_help = ACTION_HELP
+    invalid_action = NO_ACTION
+    max_steps = MAX_STEPS
 
-    def __init__(self, settings: Settings, data_dir: Path = DATA_DIR):
+    def __init__(self, settings: Settings, data_dir: Path | None = None):
         self.settings = settings
-        self.data_dir = Path(data_dir)
-        self.files = {split: self.data_dir / name for split, name in SPLIT_FILES.items()}
-        self.wiki = Wiki(list(self.files.values()), settings.cache_dir / "hotpotqa")
+        self.data_dir = Path(data_dir or DATA_DIR)
+        shipped = {split: self.data_dir / name for split, name in SPLIT_FILES.items()}
+        self.custom = {split: Path(path) for split, path in settings.rollout.hotpotqa_splits.items()}
+        self.wiki = Wiki(list(shipped.values()), settings.cache_dir / "hotpotqa")
+        self.files = {**shipped, **self.custom}
+        self.wikis = {split: self.wiki for split in shipped if split not in self.custom}
         self._tasks: dict[str, list[Task]] = {}
         self._few_shot: str | None = None
 
@@ -130,10 +142,18 @@ class HotpotQA:
 
     def load_tasks(self, split: str) -> list[Task]:
         if split not in self.files:
-            raise UnknownEnvError(f"hotpotqa has no split '{split}': choose one of {', '.join(self.files)}")
+            raise UnknownEnvError(f"hotpotqa has no split '{split}': choose one of {', '.join(self.files)}, "
+                                  "or add one with the setting rollout.hotpotqa_splits")
         if split not in self._tasks:
-            self._tasks[split] = _read_tasks(self.files[split], split)
+            self._tasks[split] = _read_tasks(self.files[split], split, split not in self.custom)
         return self._tasks[split]
+
+    def wiki_for(self, split: str) -> Wiki:
+        """The corpus a split's questions search: the shipped one, or the split file's own paragraphs."""
+        if split not in self.wikis:  # a folder per corpus: a Wiki removes other corpora from its folder
+            self.load_tasks(split)
+            self.wikis[split] = Wiki([self.files[split]], self.settings.cache_dir / "hotpotqa" / f"split-{split}")
+        return self.wikis[split]
 
     def few_shot(self, task: Task | None = None) -> str:
         """Worked examples from train questions' gold paths, played for real (the same for every task)."""
@@ -144,28 +164,33 @@ class HotpotQA:
         return self._few_shot
 
     def start(self, task: Task) -> HotpotQAEpisode:
-        return HotpotQAEpisode(task, self.wiki, self.settings.rollout.hotpotqa_return)
+        return HotpotQAEpisode(task, self.wiki_for(task.split), self.settings.rollout.hotpotqa_return)
 
     def close(self) -> None:
-        self.wiki.close()
+        for wiki in {id(w): w for w in self.wikis.values()}.values():
+            wiki.close()
 
 
-def _read_tasks(path: Path, split: str) -> list[Task]:
+def _read_tasks(path: Path, split: str, shipped: bool) -> list[Task]:
+    fix = "restore the shipped file" if shipped else "fix the file or the setting rollout.hotpotqa_splits"
     if not path.exists():
-        raise DataError(f"HotPotQA data file missing: {path}; restore datasets/hotpotqa/ from the repository")
+        where = "restore datasets/hotpotqa/ from the repository" if shipped else fix
+        raise DataError(f"HotPotQA data file missing: {path}; {where}")
     tasks = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            metadata = {key: row[key] for key in ("type", "level", "supporting_facts")}
-            tasks.append(Task("hotpotqa", split, row["id"], row["question"], row["answer"], metadata))
-        except KeyError as err:  # name the field: "not a record" alone leaves the user guessing
-            raise DataError(f"{path}:{n} has no field {err}: restore the shipped file (each line needs "
-                            f"{', '.join(TASK_FIELDS)})") from None
-        except (json.JSONDecodeError, TypeError):
-            raise DataError(f"{path}:{n} is not a HotPotQA record: restore the shipped file") from None
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n} is not a HotPotQA record: {fix}")
+        absent = next((key for key in TASK_FIELDS if key not in row), None)
+        if absent is not None:  # name the field: "not a record" alone leaves the user guessing
+            raise DataError(f"{path}:{n} has no field '{absent}': {fix} (each line needs {', '.join(TASK_FIELDS)})")
+        metadata = {key: row[key] for key in METADATA_FIELDS if key in row}
+        tasks.append(Task("hotpotqa", split, str(row["id"]), row["question"], str(row["answer"]), metadata))
     return sorted(tasks, key=lambda t: t.task_id)
 
 

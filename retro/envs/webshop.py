@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from retro.config import Settings
+from retro.envs.actions import BracketActions
 from retro.envs.base import StepResult, Task
 from retro.envs.webshop_catalog import DATA_DIR, Catalogue, ensure_catalogue, eval_indices, read_instructions
 from retro.envs.webshop_reward import score_purchase
@@ -32,6 +33,8 @@ MAX_RESULTS = 50  # WebShop's search engine returns 50 results
 SPLITS = ("train", "eval")
 EXAMPLE_SEED = 0  # which train goals become the worked examples
 EXAMPLE_OBSERVATION_CHARS = 420  # observations in the worked examples are cut to this
+MAX_STEPS = 15  # ReAct's and Reflexion's WebShop agents stopped after 15 steps
+NO_ACTION = "Invalid action: write one action: search[<query>] or click[<button>]."
 
 ACTION_HELP = """You are shopping on a web store for the item the instruction describes.
 Available actions:
@@ -200,19 +203,21 @@ class WebShopEpisode:
         return StepResult(text, reward["score"], True, info)
 
 
-class WebShop:
+class WebShop(BracketActions):
     """The WebShop environment: tasks are the shipped instructions; the catalogue is generated from them."""
 
     name = "webshop"
     action_help = ACTION_HELP
+    invalid_action = NO_ACTION
+    max_steps = MAX_STEPS
 
-    def __init__(self, settings: Settings, seed: int = 0, limit: int | None = None, data_dir: Path = DATA_DIR,
+    def __init__(self, settings: Settings, seed: int = 0, limit: int | None = None, data_dir: Path | None = None,
                  examples: int = 1):
         """seed: the catalogue's seed; limit: build only the first `limit` goals (tests); examples: 1 or 2."""
         self.settings = settings
         self.seed = seed
         self.limit = limit
-        self.data_dir = data_dir
+        self.data_dir = Path(data_dir or DATA_DIR)
         self.examples = examples
         self._catalogue: Catalogue | None = None
         self._goals: dict[str, dict[str, Any]] | None = None
