@@ -7,6 +7,7 @@ import logging
 import sys
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError  # the class typer raises; typer is pinned
 
 from retro.commands import lake as lake_cmd
 from retro.commands.common import err_console
@@ -52,10 +53,17 @@ def main() -> None:
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
+    except typer.TyperException as err:  # a bad option or argument (typer's own click) arrives here
+        if isinstance(err, NoArgsIsHelpError):  # `retro lake` alone: the help is the answer
             err.show()
-            sys.exit(err.exit_code)
-        raise
+            sys.exit(0)
+        err_console.print(f"[bold red]error:[/bold red] {usage_error_line(err)}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(err, "exit_code", 2))
+
+
+def usage_error_line(err: typer.TyperException) -> str:
+    """One line for a usage error: what is wrong with which option, and the help that lists the valid ones."""
+    text = err.format_message() if hasattr(err, "format_message") else str(err)
+    line = "; ".join(part.strip() for part in text.splitlines() if part.strip())
+    ctx = getattr(err, "ctx", None)
+    return f"{line} (see `{ctx.command_path} --help`)" if ctx is not None else line

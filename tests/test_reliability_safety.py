@@ -1,9 +1,8 @@
-"""Model output is data, never code; `retro sql` stays read-only, also against tricks.
+"""Model output is data, never code.
 
 Nothing a model writes is evaluated, executed or formatted into SQL: the code has no such calls (checked
 on its syntax tree), and a rollout whose models write SQL, shell and template payloads stores them
-verbatim with nothing run. `retro sql` refuses every statement that writes, including the ones that
-hide behind a SELECT, EXPLAIN ANALYZE or a DuckLake maintenance function.
+verbatim with nothing run. That `retro sql` stays read-only, also against tricks, is test_sql_safety.py.
 """
 
 from __future__ import annotations
@@ -12,15 +11,11 @@ import ast
 import json
 from pathlib import Path
 
-import clirun
-import pytest
 import toyenv
 
 from retro.agent.rollout import Models, rollout
 from retro.envs import ENVS
-from retro.errors import LakeError
 from retro.llm.scripted import ScriptedLLM
-from retro.store import run_readonly
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(ROOT / "retro").rglob("*.py"), *(ROOT / "flows").rglob("*.py")])
@@ -121,94 +116,3 @@ def test_hostile_model_text_is_stored_verbatim_and_never_run(settings, lake, mon
     counts = lake.read("SELECT (SELECT count(*) FROM lake.trials) AS t, (SELECT count(*) FROM lake.runs) AS r")
     assert counts.row(0) == (4, 1)
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
-
-
-# -- retro sql stays read-only ---------------------------------------------------------------------------
-TRICKS = [
-    "SELECT 1; DROP TABLE lake.trials",
-    "SELECT 1;DROP TABLE lake.trials",
-    "/* a comment */ SELECT 1; DELETE FROM lake.trials",
-    "SELECT 1 -- a comment\n; DROP TABLE lake.trials",
-    "DROP TABLE lake.trials",
-    "DELETE FROM lake.trials",
-    "UPDATE lake.trials SET env = 'x'",
-    "TRUNCATE lake.trials",
-    "ALTER TABLE lake.trials ADD COLUMN x INTEGER",
-    "INSERT INTO lake.trials (run_id) VALUES ('x')",
-    "WITH x AS (SELECT 1) INSERT INTO lake.trials (run_id) SELECT 'x'",
-    "CREATE TABLE lake.x AS SELECT 1",
-    "CREATE MACRO m() AS 1",
-    "COPY lake.trials TO 'PWNED.csv'",
-    "COPY (SELECT * FROM lake.trials) TO 'PWNED.parquet' (FORMAT parquet)",
-    "EXPORT DATABASE 'PWNED'",
-    "EXPLAIN ANALYZE COPY (SELECT 1) TO 'PWNED.csv'",
-    "explain analyse COPY (SELECT 1) TO 'PWNED.csv'",
-    "EXPLAIN (ANALYZE) CREATE TABLE x AS SELECT 1",
-    "/* hidden */ EXPLAIN ANALYZE COPY (SELECT 1) TO 'PWNED.csv'",
-    "EXPLAIN COPY (SELECT 1) TO 'PWNED.csv'",
-    "ATTACH 'PWNED.duckdb' AS other",
-    "ATTACH ':memory:' AS other",
-    "DETACH lake",
-    "USE memory",
-    "INSTALL httpfs",
-    "FORCE INSTALL httpfs",
-    "LOAD fts",
-    "SET enable_external_access = true",
-    "PRAGMA enable_profiling",
-    "CHECKPOINT",
-    "VACUUM",
-    "CALL ducklake_expire_snapshots('lake', older_than => now())",
-    "SELECT * FROM ducklake_expire_snapshots('lake', older_than => now())",
-    "SELECT * FROM ducklake_merge_adjacent_files('lake')",
-    "SELECT * FROM \"DuckLake_Merge_Adjacent_Files\" ('lake')",
-    "SELECT * FROM ducklake_cleanup_old_files('lake', cleanup_all => true)",
-    "SELECT * FROM ducklake_rewrite_data_files('lake')",
-    "SELECT * FROM query('SELECT * FROM ducklake_merge_adjacent_files(''lake'')')",
-    "SELECT * FROM query('SELECT * FROM ducklake_' || 'merge_adjacent_files(''lake'')')",
-    "PRAGMA import_database('PWNED')",
-]
-
-
-@pytest.fixture
-def busy_lake(lake):
-    """A lake with rows in several Parquet files (so a file-merging trick would have work to do)."""
-    for task in ("a", "b", "c"):
-        lake.append({"trials": [{"run_id": "r", "task_id": task, "trial": 0, "env": "toy", "success": False}]})
-    return lake
-
-
-def _state(lake) -> tuple:
-    files = sorted(p.name for p in Path(lake.data_path).rglob("*") if p.is_file())
-    return lake.current_snapshot(), lake.read("SELECT count(*) FROM lake.trials").item(), files
-
-
-def test_retro_sql_refuses_writes_and_their_disguises(busy_lake, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    before = _state(busy_lake)
-    let_through, multi_line = [], []
-    for query in TRICKS:
-        try:
-            run_readonly(busy_lake, query)
-            let_through.append(query)
-        except LakeError as refused:
-            if "\n" in str(refused):
-                multi_line.append(query)
-    assert not let_through and not multi_line, (let_through, multi_line)
-    assert _state(busy_lake) == before  # no snapshot, no row, no file in the lake
-    assert not list(tmp_path.rglob("PWNED*"))
-
-
-def test_retro_sql_still_reads(busy_lake):
-    before = _state(busy_lake)
-    for query in ("SELECT count(*) FROM lake.trials", "FROM lake.trials", "SELECT 1; -- a trailing comment",
-                  "EXPLAIN SELECT count(*) FROM lake.trials", "SELECT * FROM lake.snapshots()",
-                  "SELECT * FROM query_table('lake.trials')", "SELECT 'x' AS query", "SUMMARIZE lake.trials"):
-        assert run_readonly(busy_lake, query).height >= 1, query
-    assert _state(busy_lake) == before
-
-
-def test_cli_refusal_is_one_line(busy_lake):
-    for query in ("SELECT 1; DROP TABLE lake.trials", "EXPLAIN ANALYZE COPY (SELECT 1) TO 'PWNED.csv'",
-                  "SELECT * FROM ducklake_merge_adjacent_files('lake')", "ATTACH 'x.duckdb' AS x", "INSTALL httpfs"):
-        line = clirun.retro("sql", query).one_line_error
-        assert "read-only" in line or "EXPLAIN ANALYZE" in line or "exactly one statement" in line

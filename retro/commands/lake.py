@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 
 from retro.commands.common import console, print_frame, settings
+from retro.config import Settings
 from retro.errors import ConfigError
 from retro.store import Lake, run_readonly
+from retro.store.lake import OBJECT_STORES
 
 app = typer.Typer(help="Inspect and maintain the lake: snapshots, rollback.", no_args_is_help=True)
 
@@ -23,29 +28,32 @@ class Format(str, Enum):
 
 
 def sql(
-    query: Annotated[str | None, typer.Argument(help="One read-only SQL statement.")] = None,
+    query: Annotated[str | None, typer.Argument(help="One read-only SQL statement (a SELECT).")] = None,
     file: Annotated[Path | None, typer.Option("-f", "--file", help="Read the query from a .sql file.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the result to this file.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the result to this file (not under RETRO_HOME).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --out file if it exists.")] = False,
     snapshot: Annotated[int | None, typer.Option("--snapshot", help="Read the lake as of this snapshot.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.001, help="Stop the query after this many seconds.")] = 60.0,
+    explain: Annotated[bool, typer.Option("--explain", help="Show the query plan instead of running it.")] = False,
+    read_dir: Annotated[list[Path] | None, typer.Option(
+        "--read-dir", help="Let the query read files under this folder too (repeatable); else only the lake's.")] = None,
 ) -> None:
-    """Run a read-only query against the lake (tables live in catalog `lake`).
+    """Run a read-only query against the lake (tables live in catalog `lake`); it reads the lake's files only.
 
     Example: retro sql "SELECT mode, avg(success::INT) FROM lake.trial_outcomes GROUP BY mode"
     """
     if (query is None) == (file is None):
         raise ConfigError("give either a QUERY argument or --file FILE, not both or neither")
-    text = file.read_text() if file is not None else query
-    df = run_readonly(Lake(settings()).require(), text, snapshot=snapshot)
     if fmt is Format.parquet and out is None:
         raise ConfigError("--format parquet needs --out FILE")
-    if out is not None:
-        if fmt is Format.csv or fmt is Format.table:
-            df.write_csv(out)
-        elif fmt is Format.json:
-            df.write_json(out)
-        else:
-            df.write_parquet(out)
+    s = settings()
+    lake = Lake(s, create=False).require()
+    target = _check_out(out, force, s, lake) if out is not None else None
+    text = _read_query(file) if file is not None else query
+    df = run_readonly(lake, text, snapshot=snapshot, timeout_s=timeout, explain=explain, read_dirs=read_dir or ())
+    if target is not None:
+        _write_atomically(df, target, fmt)
         console.print(f"wrote {df.height} rows to {out}")
     elif fmt is Format.csv:
         print(df.write_csv(), end="")
@@ -53,6 +61,60 @@ def sql(
         print_frame(df, as_json=True)
     else:
         print_frame(df)
+
+
+def _read_query(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--file {file} is not UTF-8 text: save the query as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read --file {file}: {err.strerror or err}") from None
+
+
+def _protected(s: Settings, lake: Lake) -> list[Path]:
+    """Folders whose files `--out` must never replace: RETRO_HOME, and the lake's catalog and data folders."""
+    folders = [s.home]
+    if not lake.shared_catalog:
+        folders.append(Path(lake.catalog).parent)
+    if not lake.data_path.startswith(OBJECT_STORES):
+        folders.append(Path(lake.data_path))
+    return [folder.expanduser().resolve() for folder in folders]
+
+
+def _check_out(out: Path, force: bool, s: Settings, lake: Lake) -> Path:
+    """The resolved `--out` path (symlinks followed), refused inside RETRO_HOME or the lake, or if it exists."""
+    target = out.expanduser().resolve()
+    for folder in _protected(s, lake):
+        if target.is_relative_to(folder):
+            raise ConfigError(f"--out {out} is inside {folder}, which holds the lake and models: write the result "
+                              "elsewhere")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {target.parent} does not exist; create it first")
+    if target.is_dir():
+        raise ConfigError(f"--out {out} is a folder: name a file")
+    if target.exists() and not force:
+        raise ConfigError(f"--out {out} exists: pass --force to replace it")
+    return target
+
+
+def _write_atomically(df: pl.DataFrame, target: Path, fmt: Format) -> None:
+    """Write to a temporary file next to `target`, then rename: a failed write leaves `target` as it was."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        if fmt is Format.csv or fmt is Format.table:
+            df.write_csv(tmp)
+        elif fmt is Format.json:
+            df.write_json(tmp)
+        else:
+            df.write_parquet(tmp)
+        os.replace(tmp, target)
+    except OSError as err:
+        raise ConfigError(f"cannot write {target}: {err.strerror or err}; free space or choose another --out") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @app.command()

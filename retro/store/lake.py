@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import importlib.util
 import logging
 import shutil
@@ -24,6 +23,7 @@ import polars as pl
 
 from retro.config import Settings, redact_password
 from retro.errors import ConfigError, LakeBusyError, LakeError
+from retro.store.lock import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -108,29 +108,6 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
 
 
 # -- locking ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _file_lock(path: Path, exclusive: bool, timeout_s: float) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(handle, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LakeBusyError(
-                        f"lake is busy: another process has held {path.parent} for over {timeout_s:.0f}s; "
-                        "wait for it to finish or raise RETRO_LAKE_LOCK_TIMEOUT_S"
-                    ) from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # Every writer of a PostgreSQL catalog takes this lock first. DuckLake merges two concurrent appends to
 # one table, so two writers could both find a key missing and both insert it; taking turns keeps the
 # keys checked. A session lock, held by its own connection: closing that connection releases it.
@@ -175,6 +152,11 @@ _NO_SPACE = ("no space left", "disk full", "disk quota exceeded", "file too larg
 def _no_space(text: str) -> bool:
     """Whether a DuckDB error is a full disk (read all of it: a failed commit gives the cause on a later line)."""
     return any(phrase in text.lower() for phrase in _NO_SPACE)
+
+
+def _corrupt_catalog(text: str) -> bool:
+    """Whether a DuckDB error is a damaged catalog block (a checksum mismatch): every rerun meets it again."""
+    return "corrupt database file" in text.lower()
 
 
 def _unreadable_data(text: str) -> bool:
@@ -262,7 +244,7 @@ class Lake:
     def _lock(self, write: bool) -> contextlib.AbstractContextManager[None]:
         if self.shared_catalog:  # readers see a consistent snapshot; writers take turns (see _pg_lock)
             return _pg_lock(self.catalog_dsn, self.settings.lake_lock_timeout_s) if write else contextlib.nullcontext()
-        return _file_lock(self.dir / ".lock", exclusive=write, timeout_s=self.settings.lake_lock_timeout_s)
+        return file_lock(self.dir / ".lock", exclusive=write, timeout_s=self.settings.lake_lock_timeout_s)
 
     def _open(self, write: bool, snapshot: int | None = None) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect()
@@ -377,9 +359,15 @@ class Lake:
         if _no_space(str(err)):
             return self._no_space_error(err)
         text = str(err)
+        if _corrupt_catalog(text):
+            return self._corrupt_catalog_error(err)
         if _unreadable_data(text) and "could not write" not in text.lower():
             return self._read_error(err)  # a write reads the table to skip stored keys: a rerun would not help
         return LakeError(f"lake write failed and was rolled back ({_cause(err)}); rerun the command to resume")
+
+    def _corrupt_catalog_error(self, err: duckdb.Error) -> LakeError:
+        return LakeError(f"the lake catalog {self.catalog_label} is corrupt ({_cause(err)}): restore it from a backup "
+                         "(README, Operations); a rerun would meet the same damage")
 
     def _no_space_error(self, err: duckdb.Error) -> LakeError:
         return LakeError(f"no space left to write the lake at {self.dir} ({_cause(err)}): free disk space "
@@ -397,6 +385,8 @@ class Lake:
 
     def _read_error(self, err: duckdb.Error) -> LakeError:
         text = str(err).splitlines()[0]
+        if _corrupt_catalog(str(err)):
+            return self._corrupt_catalog_error(err)
         if _unreadable_data(text):
             return LakeError(
                 f"a lake data file is unreadable ({text}): restore the lake from a backup (README, Operations); "
