@@ -87,7 +87,8 @@ def play(
     task: Annotated[str, typer.Option("--task", help="Task id (see `retro envs tasks`).")],
     split: Annotated[str | None, typer.Option(help="Split of the task (default: every split).")] = None,
 ) -> None:
-    """Play one task by hand: type an action per line; `?` shows the actions, `quit` or EOF stops.
+    """Play one task by hand: type an action per line, read as the agent's would be; `?` shows the actions,
+    `quit` or EOF stops.
 
     Example: retro envs play hotpotqa --task 5a7613c15542994ccc9186bf
     """
@@ -113,7 +114,11 @@ def play(
                 continue
             if not action:
                 continue
-            result = episode.step(action)
+            parsed = environment.parse_action(action)  # what the runner would make of the same line
+            if parsed is None:
+                _show(environment.invalid_action)
+                continue
+            result = episode.step(parsed)
             last_info = result.info
             _show(result.observation)
             note = "  (invalid action)" if result.info.get("invalid") else ""
