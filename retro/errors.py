@@ -31,3 +31,11 @@ class UnknownEnvError(RetroError):
 
 class DataError(RetroError):
     """A shipped or user-given data file is malformed."""
+
+
+def raise_llm_errors(errors: list[str | None]) -> None:
+    """End the run on a batch with a prompt that got no answer after its retries (`Generation.errors`):
+    a server outage is never a trial outcome. The backend's error is already one line naming the fix."""
+    failed = next((error for error in errors if error), None)
+    if failed is not None:
+        raise BackendUnreachableError(failed)

@@ -131,22 +131,21 @@ def test_junk_actions_are_invalid_steps_not_crashes(settings, lake):
     assert stops.to_dicts() == [{"stop_reason": "max_steps", "n_invalid": toyenv.ToyEnv.max_steps}]
 
 
-def test_llm_error_marks_the_episode_failed_and_the_run_goes_on(settings, lake):
-    from retro.llm.base import Generation
+def test_llm_error_ends_the_run_and_is_never_a_trial(settings, lake):
+    """A prompt the backend could not answer (after its retries) is an outage, not a failed trial."""
+    from retro.errors import BackendUnreachableError
 
     class Flaky(ScriptedLLM):
         def generate(self, prompts, params):
             gen = super().generate(prompts, params)
-            gen.errors = ["HTTP 500 after 3 retries" if "code 0." in p[0]["content"] else None for p in prompts]
+            gen.errors = ["LLM server at x gave no answer" if "code 0." in p[0]["content"] else None for p in prompts]
             return gen
 
     models = toyenv.models()
     models.actor = Flaky(toyenv.actor_policy)
-    result = run(settings, lake, tasks=2, trials=2, models=models)
-    rows = lake.read("SELECT task_id, trial, stop_reason, error FROM lake.trials ORDER BY task_id, trial").to_dicts()
-    assert rows[0]["stop_reason"] == "llm_error" and "500" in rows[0]["error"]
-    assert result.success_by_trial[-1] == 0.5
-    assert isinstance(Generation, type)
+    with pytest.raises(BackendUnreachableError, match="LLM server at x gave no answer"):
+        run(settings, lake, tasks=2, trials=2, models=models)
+    assert lake.read("SELECT count(*) FROM lake.trials").item() == 0  # the batch in flight is not committed
 
 
 def test_context_is_cut_by_dropping_oldest_steps():

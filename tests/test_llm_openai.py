@@ -27,6 +27,7 @@ class FakeServer:
         self.script: list[tuple[int, str]] = []
         self.requests: list[dict] = []  # {"path", "headers", "body"} of every request received
         self.delays: list[float] = []  # seconds to stall before answering, request by request
+        self.headers: dict[str, str] = {}  # sent with every reply
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         server = self
@@ -45,6 +46,8 @@ class FakeServer:
                     server.in_flight -= 1
                 payload = reply[1].encode()
                 self.send_response(reply[0])
+                for name, value in server.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
@@ -76,7 +79,7 @@ def server():
 
 def backend(url: str, **overrides) -> OpenAIBackend:
     fields = {"backend": "openai", "model": "tiny", "base_url": url, "api_key_env": "RETRO_TEST_API_KEY",
-              "timeout_s": 2.0, "retries": 3, "concurrency": 4}
+              "read_timeout_s": 2.0, "retries": 3, "concurrency": 4}
     return OpenAIBackend(ModelSettings(**(fields | overrides)), backoff_s=0.01)
 
 
@@ -101,16 +104,48 @@ def test_stop_strings_are_applied_locally_too(server):
     assert gen.completion_tokens == [2] and gen.prompt_tokens == [1]  # no usage: estimated
 
 
-def test_flaky_server_is_retried_until_it_answers(server):
+def test_flaky_server_is_retried_until_it_answers(server, caplog):
     server.script = [(500, "{}"), (429, "{}"), (503, "{}")]
-    gen = backend(server.url).generate(["a"], GenParams())
+    llm = backend(server.url)
+    with caplog.at_level(logging.WARNING, logger="retro.llm.openai_compat"):
+        gen = llm.generate(["a"], GenParams())
     assert gen.texts == ["echo:a"] and gen.errors == [None]
     assert len(server.requests) == 4
+    assert llm.retried == 3  # counted, for a run's summary
+    retries = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage().rsplit(": ", 1)[-1] for r in retries] == ["HTTP 500", "HTTP 429", "HTTP 503"]
+    assert all(f"{server.url}/completions" in r.getMessage() for r in retries)
+
+
+def test_retry_after_is_honoured(server):
+    server.script = [(429, "{}")]
+    llm = backend(server.url)
+    llm.backoff_s = 5.0  # would be the wait without the header
+    start = time.perf_counter()
+    server.headers = {"Retry-After": "0.2"}
+    assert llm.generate(["a"], GenParams()).texts == ["echo:a"]
+    assert 0.2 <= time.perf_counter() - start < 4
+
+
+def test_timeouts_are_settings_with_sane_defaults():
+    defaults = ModelSettings()
+    assert defaults.connect_timeout_s == 5.0 and defaults.read_timeout_s == 60.0 and defaults.retries == 3
+    with pytest.raises(ValueError):
+        ModelSettings(read_timeout_s=0)
+
+
+def test_no_answer_after_the_retry_budget_is_one_line_naming_server_and_settings(server):
+    server.script = [(500, "{}")] * 4
+    gen = backend(server.url).generate(["a"], GenParams())
+    error = gen.errors[0]
+    assert gen.texts == [""] and "\n" not in error
+    assert f"LLM server at {server.url} gave no answer in 4 attempts (HTTP 500)" in error
+    assert "RETRO_ACTOR__READ_TIMEOUT_S" in error and "RETRO_ACTOR__RETRIES" in error
 
 
 def test_slow_answer_times_out_and_is_retried(server):
     server.delays = [1.0]
-    gen = backend(server.url, timeout_s=0.2).generate(["a"], GenParams())
+    gen = backend(server.url, read_timeout_s=0.2).generate(["a"], GenParams())
     assert gen.texts == ["echo:a"] and len(server.requests) == 2
 
 
@@ -133,7 +168,8 @@ def test_one_failed_prompt_does_not_sink_the_batch(server):
     server.script = [(400, json.dumps({"error": "bad request"}))]  # not retried: our request is wrong
     gen = backend(server.url, concurrency=1).generate(["a", "b"], GenParams())
     assert gen.texts == ["", "echo:b"]
-    assert gen.errors[0].startswith("HTTP 400") and gen.errors[1] is None
+    assert "refused the request (HTTP 400: " in gen.errors[0] and "RETRO_ACTOR__MODEL" in gen.errors[0]
+    assert gen.errors[1] is None
     assert len(server.requests) == 2
 
 

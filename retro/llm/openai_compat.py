@@ -1,9 +1,11 @@
 """Any OpenAI-compatible server (vLLM, Ollama, llama.cpp server, OpenAI) behind the batched LLM interface.
 
-One HTTP request per prompt, `concurrency` in flight. Transient failures (429, 5xx, connection errors,
-timeouts, malformed JSON, empty choices, an empty completion with no tokens) are retried with exponential backoff; a prompt that still
-fails comes back as "" with its reason in `Generation.errors`, so one bad request never sinks a batch.
-Only a server that refuses every connection is an error: nothing useful can come of the batch.
+One HTTP request per prompt (httpx), `concurrency` in flight. Transient failures (a timeout, 429, 5xx, a
+dropped connection, malformed JSON, empty choices, an empty completion with no tokens) are retried by
+tenacity with exponential backoff, each retry logged at WARNING with its reason and counted in `retried`.
+A prompt still without an answer after `retries` comes back as "" with a one-line error in
+`Generation.errors` naming the server and the settings to change; the runner ends the run with it, as an
+outage is never a trial outcome. A server that refuses every connection is an error at once.
 The API key is read from the environment at call time and never stored, logged or repeated in errors.
 """
 
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import tenacity
 
 from retro.config import ModelSettings
 from retro.errors import BackendUnreachableError
@@ -74,6 +78,18 @@ class _Result:
     unreachable: bool = False  # the last attempt could not connect at all
 
 
+class _Retry(Exception):
+    """An attempt that failed in a way another attempt may not (the message is the reason)."""
+
+    def __init__(self, reason: str, retry_after: float = 0.0, unreachable: bool = False):
+        super().__init__(reason)
+        self.retry_after, self.unreachable = retry_after, unreachable
+
+
+class _Refused(Exception):
+    """An answer another attempt would not change: HTTP 4xx, the request or the key is wrong."""
+
+
 class OpenAIBackend:
     """Batched generation against an OpenAI-compatible HTTP server, with retries and a concurrency cap."""
 
@@ -81,7 +97,7 @@ class OpenAIBackend:
         self,
         settings: ModelSettings,
         name: str | None = None,
-        setting_prefix: str = "RETRO_ACTOR",  # names the variable to fix in the unreachable error
+        setting_prefix: str = "RETRO_ACTOR",  # names the variables to fix in errors
         backoff_s: float = 1.0,  # first retry delay; doubles per attempt
     ):
         self.settings = settings
@@ -91,6 +107,8 @@ class OpenAIBackend:
         self.context_window = settings.context_window
         self.setting_prefix = setting_prefix
         self.backoff_s = backoff_s
+        self.retried = 0  # retries so far, for a run's summary
+        self._count = threading.Lock()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r})"
@@ -102,12 +120,12 @@ class OpenAIBackend:
         start = time.perf_counter()
         key = os.environ.get(self.settings.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        timeout = httpx.Timeout(self.settings.timeout_s, connect=min(self.settings.timeout_s, 10.0))
+        timeout = httpx.Timeout(self.settings.read_timeout_s, connect=self.settings.connect_timeout_s)
         with httpx.Client(timeout=timeout, headers=headers) as client:
             workers = max(1, min(self.settings.concurrency, len(prompts)))
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [
-                    pool.submit(self._one, client, prompt, params, params.seed + i, key)  # a seed per prompt
+                    pool.submit(self._one, client, prompt, params, params.row_seed(i), key)  # a seed per prompt
                     for i, prompt in enumerate(prompts)
                 ]
                 results = [f.result() for f in futures]
@@ -116,10 +134,6 @@ class OpenAIBackend:
                 f"LLM server at {self.base_url} is unreachable ({results[0].error}): "
                 f"start it or fix {self.setting_prefix}__BASE_URL"
             )
-        failed = sum(r.error is not None for r in results)
-        if failed:
-            first = next(r.error for r in results if r.error)
-            log.warning("%d of %d prompts to %s failed: %s", failed, len(results), self.base_url, first)
         return Generation(
             texts=[r.text for r in results],
             prompt_tokens=[r.prompt_tokens for r in results],
@@ -131,50 +145,71 @@ class OpenAIBackend:
     def _one(
         self, client: httpx.Client, prompt: Prompt, params: GenParams, seed: int, key: str | None
     ) -> _Result:
-        """One prompt with retries; never raises for HTTP trouble, the reason goes into the result."""
+        """One prompt with retries; never raises for HTTP trouble, the one-line error goes into the result."""
         path, body = request_body(self.model, prompt, params, seed)
         url = self.base_url + path
-        reason, unreachable, wait = "no attempt made", False, 0.0
-        for attempt in range(self.settings.retries + 1):
-            if attempt:
-                time.sleep(wait or self.backoff_s * 2 ** (attempt - 1))
-                log.debug("retry %d of %s after: %s", attempt, url, reason)
-            wait, unreachable = 0.0, False
-            try:
-                resp = client.post(url, json=body)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-                reason, unreachable = f"cannot connect: {_scrub(str(err), key)}", True
-                continue
-            except httpx.TimeoutException:
-                reason = f"no answer within {self.settings.timeout_s:g} s"
-                continue
-            except httpx.TransportError as err:
-                reason = f"{type(err).__name__}: {_scrub(str(err), key)}"
-                continue
-            if resp.status_code == 429 or resp.status_code >= 500:
-                reason, wait = f"HTTP {resp.status_code}", _retry_after(resp)
-                continue
-            if resp.status_code >= 400:  # our request is wrong (bad model name, key): retrying will not help
-                return _Result(error=f"HTTP {resp.status_code}: {_scrub(resp.text, key)[:300]}")
-            try:
-                data = resp.json()
-                text = parse_text(data, chat=not isinstance(prompt, str))
-            except (ValueError, KeyError, IndexError, TypeError) as err:
-                reason = f"malformed response ({type(err).__name__}: {_scrub(str(err), key)[:100]})"
-                continue
-            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-            if not text and not usage.get("completion_tokens"):
-                # Nothing generated at all: a faulty server. (A model that stops at once still reports
-                # its stop or end token, and that empty answer is kept.)
-                reason = "empty completion"
-                continue
-            text = cut_at_stop(text, params.stop)
-            return _Result(
-                text=text,
-                prompt_tokens=int(usage.get("prompt_tokens") or self.count_tokens(prompt)),
-                completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(text)),
-            )
-        return _Result(error=f"{reason}, {self.settings.retries + 1} attempts", unreachable=unreachable)
+        attempts = self.settings.retries + 1
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception_type(_Retry),
+            before_sleep=lambda state: self._log_retry(url, attempts, state),
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt, client, url, body, prompt, params, key)
+        except _Retry as err:
+            p = self.setting_prefix
+            return _Result(error=f"LLM server at {self.base_url} gave no answer in {attempts} attempts ({err}): "
+                                 f"check the server, or raise {p}__READ_TIMEOUT_S or {p}__RETRIES",
+                           unreachable=err.unreachable)
+        except _Refused as err:
+            return _Result(error=f"LLM server at {self.base_url} refused the request ({err}): check "
+                                 f"{self.setting_prefix}__MODEL and the API key in ${self.settings.api_key_env}")
+
+    def _attempt(
+        self, client: httpx.Client, url: str, body: dict[str, Any], prompt: Prompt, params: GenParams, key: str | None
+    ) -> _Result:
+        """One request: the answer, or _Retry / _Refused saying why there is none."""
+        try:
+            resp = client.post(url, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            raise _Retry(f"cannot connect: {_scrub(str(err), key)}", unreachable=True) from None
+        except httpx.TimeoutException:
+            raise _Retry(f"no answer within {self.settings.read_timeout_s:g} s") from None
+        except httpx.TransportError as err:
+            raise _Retry(f"{type(err).__name__}: {_scrub(str(err), key)}") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retry(f"HTTP {resp.status_code}", retry_after=_retry_after(resp))
+        if resp.status_code >= 400:
+            raise _Refused(f"HTTP {resp.status_code}: {_one_line(_scrub(resp.text, key))[:300]}")
+        try:
+            data = resp.json()
+            text = parse_text(data, chat=not isinstance(prompt, str))
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise _Retry(f"malformed response ({type(err).__name__}: {_scrub(str(err), key)[:100]})") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        if not text and not usage.get("completion_tokens"):
+            # Nothing generated at all: a faulty server. (A model that stops at once still reports its stop
+            # or end token, and that empty answer is kept.)
+            raise _Retry("empty completion")
+        text = cut_at_stop(text, params.stop)
+        return _Result(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens") or self.count_tokens(prompt)),
+            completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(text)),
+        )
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The server's Retry-After when it gave one, else exponential backoff from `backoff_s`."""
+        err = state.outcome.exception() if state.outcome else None
+        return getattr(err, "retry_after", 0.0) or self.backoff_s * 2 ** (state.attempt_number - 1)
+
+    def _log_retry(self, url: str, attempts: int, state: tenacity.RetryCallState) -> None:
+        with self._count:
+            self.retried += 1
+        reason = state.outcome.exception() if state.outcome else "?"
+        log.warning("retrying %s (attempt %d of %d) after: %s", url, state.attempt_number + 1, attempts, reason)
 
 
 def _retry_after(resp: httpx.Response) -> float:
@@ -182,6 +217,10 @@ def _retry_after(resp: httpx.Response) -> float:
         return min(float(resp.headers.get("retry-after", 0)), MAX_RETRY_AFTER_S)
     except ValueError:
         return 0.0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _scrub(text: str, key: str | None) -> str:
