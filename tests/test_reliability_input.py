@@ -3,6 +3,8 @@
 Unknown env, split or mode; a task file missing a field; a corrupt, truncated or missing Parquet file
 in the lake; a missing adapter; an adapter trained on another base model; out-of-range settings; and a
 full disk while writing (a file-size limit in a subprocess: writes fail as they would on a full disk).
+Issue 18, findings 5 and 6, are the tests at the end (the `retro sql` ones: test_sql_safety.py); those
+marked xfail wait for a fix in a file another owner edits, named in the reason.
 """
 
 from __future__ import annotations
@@ -208,3 +210,121 @@ def test_full_disk_while_creating_the_lake_leaves_nothing_behind(retro_home):
     assert not (retro_home / "lake" / "catalog.ducklake").exists()  # no half catalog to mistake for corruption
     assert _retro_with_file_limit(None, "lake", "init").returncode == 0
     assert clirun.retro("sql", "SELECT count(*) FROM lake.trials").code == 0
+
+
+# -- issue 18, finding 5: usage errors are one line too ------------------------------------------------
+@pytest.mark.parametrize("args,option", [
+    (["rollout", "--tasks", "abc"], "--tasks"),
+    (["rollout", "--trials", "1.5"], "--trials"),
+    (["rollout", "--workers", "0"], "--workers"),  # finding 6: accepted silently before
+    (["sql", "--snapshot", "abc", "SELECT 1"], "--snapshot"),
+    (["sql", "--format", "xml", "SELECT 1"], "--format"),
+    (["sql", "--timeout", "0", "SELECT 1"], "--timeout"),
+])
+def test_bad_option_values_are_one_line_naming_the_option(retro_home, args, option):
+    result = clirun.retro(*args)
+    errors = [line for line in result.err.splitlines() if line.strip()]
+    assert result.code == 2 and len(errors) == 1 and "Traceback" not in result.err, result.err
+    assert errors[0].startswith("error: Invalid value for") and f"'{option}'" in errors[0]
+    assert f"(see `retro {args[0]} --help`)" in errors[0]
+
+
+# -- issue 18, finding 6: a corrupt catalog block says restore, not rerun ------------------------------
+BLOCK = 262144  # DuckDB's block size; block k starts at 12288 + k * BLOCK
+
+
+def test_corrupt_catalog_block_says_restore_not_rerun(home):
+    catalog = home / "lake" / "catalog.ducklake"
+    pristine = catalog.read_bytes()
+    told = []
+    for k in range(1, min(12, len(pristine) // BLOCK)):
+        damaged = bytearray(pristine)
+        damaged[12288 + k * BLOCK: 12288 + k * BLOCK + 4096] = b"\xde\xad\xbe\xef" * 1024
+        catalog.write_bytes(bytes(damaged))
+        first, again = clirun.retro("label"), clirun.retro("label")
+        if first.code == 0:
+            continue  # a block this command does not read
+        for line in (first.one_line_error, again.one_line_error):  # the rerun meets the damage again
+            assert "corrupt" in line and "restore it from a backup" in line, line
+            assert "rerun the command to resume" not in line
+        told.append(first.one_line_error)
+    assert any("the lake catalog" in line and "is corrupt" in line for line in told), told
+
+
+# -- issue 18, findings 5 and 6 whose fix is in another owner's file -----------------------------------
+def _hotpotqa_variant(folder: Path, edit) -> Path:
+    """The shipped HotPotQA files, with the third eval line rewritten by `edit(bytes) -> bytes`."""
+    folder.mkdir()
+    for name in hotpotqa_module.SPLIT_FILES.values():
+        lines = (hotpotqa_module.DATA_DIR / name).read_bytes().splitlines()
+        if name.startswith("eval"):
+            lines[2] = edit(lines[2])
+        (folder / name).write_bytes(b"\n".join(lines) + b"\n")
+    return folder
+
+
+def _null_answer(line: bytes) -> bytes:
+    record = json.loads(line)
+    record["answer"] = None
+    return json.dumps(record).encode()
+
+
+ENVS_OWNER = "fix in retro/envs/hotpotqa.py (envs owner): read bytes, decode per line, check field types"
+
+
+@pytest.mark.xfail(strict=True, reason=ENVS_OWNER)
+@pytest.mark.parametrize("edit,expected", [
+    (lambda line: line[:20] + b"\xff\xfe" + line[20:], "eval_reflexion100.jsonl:3 is not UTF-8"),
+    (_null_answer, "eval_reflexion100.jsonl:3 has no answer"),
+])
+def test_bad_task_file_is_one_line_at_load(retro_home, tmp_path, monkeypatch, edit, expected):
+    folder = _hotpotqa_variant(tmp_path / "hotpotqa", edit)
+    monkeypatch.setattr(hotpotqa_module.HotpotQA.__init__, "__defaults__", (folder,))
+    line = clirun.retro("envs", "tasks", "hotpotqa", "--split", "eval").one_line_error
+    assert expected in line and ("fix the file" in line or "restore the shipped file" in line)
+
+
+ADAPTER_OWNER = ("fix in retro/agent/rollout.py resolve_adapter (lead): parse adapter_config.json and "
+                 "check adapter_model.safetensors/.bin before any model loads")
+
+
+@pytest.mark.xfail(strict=True, reason=ADAPTER_OWNER)
+@pytest.mark.parametrize("damage,expected", [
+    ("config", "adapter_config.json of model version ppo-x is not valid JSON"),
+    ("weights", "adapter weights of model version ppo-x are missing"),
+])
+def test_damaged_adapter_is_named_before_any_model_loads(retro_home, monkeypatch, damage, expected):
+    settings = load_settings()
+    folder = _register(settings, "ppo-x", "embedded", {"base_model_name_or_path": "embedded"})  # no weights
+    if damage == "config":
+        (folder / "adapter_config.json").write_text("{not json")
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    monkeypatch.setenv("RETRO_ACTOR__MODEL", str(retro_home / "no-such-model"))
+    line = clirun.retro("rollout", "--env", "toy", "--mode", "retroformer", "--adapter", "ppo-x").one_line_error
+    assert expected in line and "does not fit" not in line
+
+
+@pytest.mark.xfail(strict=True, reason="fix in retro/envs/wiki.py build_corpus (envs owner): remove the temporary "
+                                       "file on any failure, raise a one-line DataError for a full disk")
+def test_full_disk_while_building_the_corpus_is_one_line_and_leaves_nothing(retro_home):
+    cache = retro_home / "cache"
+    code = ("import sys\n"
+            "from retro.errors import RetroError\n"
+            "from retro.envs import hotpotqa as h\n"
+            "from retro.envs.wiki import Wiki\n"
+            f"wiki = Wiki([h.DATA_DIR / n for n in h.SPLIT_FILES.values()], {str(cache)!r})\n"
+            "try:\n"
+            "    wiki.ensure_built()\n"
+            "except RetroError as err:\n"
+            "    print('error:', err, file=sys.stderr)\n"
+            "    sys.exit(1)\n")
+
+    def cap() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=cap, timeout=300,
+                          check=False)
+    line = _one_line(proc)
+    assert "space" in line.lower()  # ENOSPC or EFBIG, as the lake words them
+    assert not list(cache.rglob("wiki-*.tmp-*.duckdb"))

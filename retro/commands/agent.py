@@ -21,7 +21,7 @@ def rollout(
     adapter: Annotated[str | None, typer.Option(help="retroformer mode: model_id (default: promoted).")] = None,
     tag: Annotated[str, typer.Option(help="Makes a new run of an otherwise identical spec.")] = "",
     workers: Annotated[int | None, typer.Option(
-        help="Split the tasks over this many Dask workers (the rollout flow; default: settings rollout.workers).")] = None,
+        min=1, help="Split the tasks over this many Dask workers (the rollout flow; default: settings rollout.workers).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run N tasks x K trials; every trial, step and reflection lands in the lake (rerun = resume).

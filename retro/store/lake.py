@@ -310,6 +310,8 @@ class Lake:
             except duckdb.Error as err:
                 if _no_space(str(err)):
                     raise self._no_space_error(err) from None
+                if _corrupt_catalog(str(err)):
+                    raise self._corrupt_catalog_error(err) from None
                 raise LakeError(f"cannot create the lake tables in {self.catalog_label}: {_cause(err)}") from None
             finally:
                 con.close()
@@ -388,11 +390,16 @@ class Lake:
         if _corrupt_catalog(str(err)):
             return self._corrupt_catalog_error(err)
         if _unreadable_data(text):
-            return LakeError(
-                f"a lake data file is unreadable ({text}): restore the lake from a backup (README, Operations); "
-                "`retro sql --snapshot N` still reads the snapshots from before that file"
-            )
+            return self.unreadable_data_error(text)
         return LakeError(f"query failed: {text}")
+
+    @staticmethod
+    def unreadable_data_error(detail: str) -> LakeError:
+        """A corrupt or missing data file: a rerun or a rollback would read it again, only a backup helps."""
+        return LakeError(
+            f"a lake data file is unreadable ({detail}): restore the lake from a backup (README, Operations); "
+            "`retro sql --snapshot N` still reads the snapshots from before that file"
+        )
 
     def current_snapshot(self) -> int:
         return int(self.read("SELECT max(snapshot_id) FROM lake.snapshots()").item())

@@ -125,6 +125,16 @@ def _confine(con: duckdb.DuckDBPyConnection, lake: Lake, read_dirs: Sequence[Pat
     con.execute("SET lock_configuration = true")
 
 
+def _outside_error(lake: Lake, text: str) -> LakeError:
+    """A file the query may not read; a lake data file the catalog names but the folder lacks is damage."""
+    named = text.split('"')[1] if text.count('"') >= 2 else ""
+    lost = named.startswith(lake.data_path) and not any(c in named for c in "*?[") and not Path(named).exists()
+    if lost:
+        return lake.unreadable_data_error(f"{named} is missing")
+    return LakeError(f"retro sql reads only the lake's own files ({text}): to read other files too, pass "
+                     "--read-dir DIR")
+
+
 def _run(con: duckdb.DuckDBPyConnection, lake: Lake, query: str, timeout_s: float) -> pl.DataFrame:
     """Run `query`, interrupted after `timeout_s` (the lake's shared lock is held meanwhile)."""
     timer = threading.Timer(timeout_s, con.interrupt)
@@ -134,8 +144,7 @@ def _run(con: duckdb.DuckDBPyConnection, lake: Lake, query: str, timeout_s: floa
     except duckdb.InterruptException:
         raise LakeError(f"query stopped after {timeout_s:g} s: narrow it (WHERE, LIMIT) or raise --timeout") from None
     except duckdb.PermissionException as err:
-        raise LakeError(f"retro sql reads only the lake's own files ({str(err).splitlines()[0]}): to read "
-                        "other files too, pass --read-dir DIR") from None
+        raise _outside_error(lake, str(err).splitlines()[0]) from None
     except duckdb.Error as err:
         raise lake._read_error(err) from None  # a corrupt data file gets the message with the fix
     finally:
