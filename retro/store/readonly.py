@@ -120,7 +120,7 @@ def _confine(con: duckdb.DuckDBPyConnection, lake: Lake, read_dirs: Sequence[Pat
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET allowed_paths = ?", [_lake_files(con, lake)])
     if read_dirs:
-        con.execute("SET allowed_directories = ?", [[str(Path(d).resolve()) + "/" for d in read_dirs]])
+        con.execute("SET allowed_directories = ?", [[str(Path(d).expanduser().resolve()) + "/" for d in read_dirs]])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
