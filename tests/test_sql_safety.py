@@ -371,3 +371,22 @@ def test_out_that_fails_leaves_the_old_file_and_no_temporary(lake, tmp_path, mon
 def test_sql_input_mistakes_are_one_line(lake, args, expected):
     Path("latin1.sql").write_bytes("SELECT 'caf\xe9'".encode("latin-1"))  # retro_home chdir'ed to tmp_path
     assert expected in clirun.retro("sql", *args).one_line_error
+
+
+def test_a_postgres_catalog_is_confined_the_same_way(retro_home, postgres, monkeypatch, tmp_path):
+    """The connection keeps its PostgreSQL catalog (attached before access is closed) and reads only the lake."""
+    import uuid
+
+    from retro.config import load_settings
+
+    monkeypatch.setenv("RETRO_LAKE_CATALOG", postgres.create_database(f"lake_{uuid.uuid4().hex[:8]}"))
+    monkeypatch.setenv("RETRO_LAKE_DATA_PATH", str(tmp_path / "shared-data") + "/")
+    lake = Lake(load_settings(preset="tiny"))
+    lake.init()
+    lake.append({"runs": [{"run_id": "a"}]})
+    assert run_readonly(lake, "SELECT run_id FROM lake.runs")["run_id"].to_list() == ["a"]
+    for attack in ("SELECT * FROM read_text('/etc/passwd')", "SELECT * FROM ducklake_merge_adjacent_files('lake')",
+                   "SELECT * FROM postgres_execute('__ducklake_metadata_lake', 'DROP TABLE ducklake_snapshot')"):
+        with pytest.raises(LakeError):
+            run_readonly(lake, attack)
+    assert run_readonly(lake, "SELECT count(*) AS n FROM lake.runs")["n"].to_list() == [1]
