@@ -390,3 +390,20 @@ def test_a_postgres_catalog_is_confined_the_same_way(retro_home, postgres, monke
         with pytest.raises(LakeError):
             run_readonly(lake, attack)
     assert run_readonly(lake, "SELECT count(*) AS n FROM lake.runs")["n"].to_list() == [1]
+
+
+def test_a_fifo_never_holds_the_lake(lake, settings, tmp_path):
+    """Finding 3: a read that blocks in the kernel. Outside --read-dir it is refused; inside, interrupt()
+    cannot wake it, so the command ends its process after the timeout and a grace period."""
+    fifo = tmp_path / "fifo" / "pipe.csv"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    query = f"SELECT * FROM read_csv('{fifo}')"
+    with pytest.raises(LakeError, match="reads only the lake's own files"):
+        run_readonly(lake, query, timeout_s=1)
+    start = time.monotonic()
+    proc = _retro_subprocess("sql", "--timeout", "0.5", "--read-dir", str(fifo.parent), query, timeout=60)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "after --timeout 0.5" in errors[0], proc.stderr
+    assert time.monotonic() - start < 30
+    assert lake.append({"runs": [{"run_id": "after"}]}) == {"runs": 1}  # the lock went with the process

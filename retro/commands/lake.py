@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,11 +14,13 @@ from typing import Annotated
 import polars as pl
 import typer
 
-from retro.commands.common import console, print_frame, settings
+from retro.commands.common import console, err_console, print_frame, settings
 from retro.config import Settings
 from retro.errors import ConfigError
 from retro.store import Lake, run_readonly
 from retro.store.lake import OBJECT_STORES
+
+GRACE_S = 5.0  # how long a query may take to stop after its --timeout before the process ends
 
 app = typer.Typer(help="Inspect and maintain the lake: snapshots, rollback.", no_args_is_help=True)
 
@@ -51,7 +56,8 @@ def sql(
     lake = Lake(s, create=False).require()
     target = _check_out(out, force, s, lake) if out is not None else None
     text = _read_query(file) if file is not None else query
-    df = run_readonly(lake, text, snapshot=snapshot, timeout_s=timeout, explain=explain, read_dirs=read_dir or ())
+    with _deadline(timeout):
+        df = run_readonly(lake, text, snapshot=snapshot, timeout_s=timeout, explain=explain, read_dirs=read_dir or ())
     if target is not None:
         _write_atomically(df, target, fmt)
         console.print(f"wrote {df.height} rows to {out}")
@@ -61,6 +67,24 @@ def sql(
         print_frame(df, as_json=True)
     else:
         print_frame(df)
+
+
+@contextlib.contextmanager
+def _deadline(timeout_s: float) -> Iterator[None]:
+    """End the process GRACE_S after the timeout: interrupting a query cannot wake a read blocked in the
+    kernel (a FIFO in a --read-dir folder), and the process's end frees the lake's lock."""
+    def expire() -> None:
+        err_console.print(f"[bold red]error:[/bold red] query still running {GRACE_S:g} s after --timeout "
+                          f"{timeout_s:g} (blocked reading a file?): stopped", highlight=False, soft_wrap=True)
+        os._exit(1)
+
+    timer = threading.Timer(timeout_s + GRACE_S, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _read_query(file: Path) -> str:
