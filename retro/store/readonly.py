@@ -98,16 +98,12 @@ def check_readonly(sql: str) -> str:
     return statement.query
 
 
-def _resolve(lake: Lake, path: str, relative: bool) -> str:
-    return lake.data_path + path if relative else path
-
-
 def _lake_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[str]:
     """The data files a snapshot may read: every file under the data path but those DuckLake has
     scheduled for deletion (no snapshot reads them, and a reader must not be able to delete them)."""
     found = [row[0] for row in con.execute("SELECT file FROM glob(?)", [lake.data_path + "**"]).fetchall()]
     scheduled = {
-        _resolve(lake, path, relative) for path, relative in con.execute(
+        lake.data_path + path if relative else path for path, relative in con.execute(
             f"SELECT path, path_is_relative FROM __ducklake_metadata_{LAKE}.ducklake_files_scheduled_for_deletion"
         ).fetchall()
     }
