@@ -86,7 +86,7 @@ HOSTILE_THOUGHT = ("'); DROP TABLE lake.trials; -- {question} {0} %s %(x)s $(tou
                    "__import__('os').system('touch PWNED')")
 HOSTILE_ANSWER = "x'); COPY (SELECT 1) TO 'PWNED.csv'; DROP TABLE lake.steps; --"
 HOSTILE_REFLECTION = ("I guessed. Next time use the word {word} \"); DELETE FROM lake.reflections; -- "
-                      "{memory} {0} %s ${{HOME}} __import__('os').system('touch PWNED')")
+                      "{memory} {0} %s ${{HOME}} __import__('os').system('touch PWNED') ends here.")
 
 
 def test_hostile_model_text_is_stored_verbatim_and_never_run(settings, lake, monkeypatch, tmp_path):
