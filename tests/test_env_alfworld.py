@@ -185,8 +185,8 @@ def test_fewshot_examples_vary_and_look_before_they_know():
     assert not empty_handed("You arrive at drawer 1. The drawer 1 is closed.", "pen 1")
     plan = alfworld_plan("examine the pen with the desklamp.", walkthrough, detour="armchair 1")
     assert [a for _, a in plan] == ["go to armchair 1", *walkthrough]
-    assert plan[0][0] == ("My task is to examine the pen with the desklamp. First I need to find a pen. I check "
-                          "the places one by one, starting with armchair 1.")
+    assert plan[0][0] == ("My task is to examine the pen with the desklamp. First I need to find a pen. "
+                          "I check the places one by one, starting with armchair 1.")
     assert plan[1][0] == "There is no pen at armchair 1. I try desk 1 next."
     assert plan[3][0] == "Now I need a desklamp to see by. I try shelf 2."  # tries, never "the lamp is at"
 
@@ -211,7 +211,8 @@ def test_few_shot_is_played_from_train_games_of_the_task_type(env):
     goals = [ln.removeprefix(prefix) for ln in text.splitlines() if ln.startswith(prefix)]
     assert all(goal in train_goals for goal in goals) and len(set(goals)) == 2
     for kind in ("pick_and_place", "pick_two_obj_and_place", "look_at_obj_in_light"):
-        examples = env.few_shot(Task("alfworld", "x", "x", "q", "", {"task_type": kind})).split("\n\nYou are in")
+        text = env.few_shot(Task("alfworld", "x", "x", "q", "", {"task_type": kind}))
+        examples = text.split("\n\nYou are in")
         objects = {re.search(r"First I need to find an? (\w+)", ex).group(1) for ex in examples}
         assert len(examples) == 2 and len(objects) == 2, kind  # not alarmclock and apple every time
     cached = list((env.root / "fewshot").glob(f"{kind}-*.txt"))

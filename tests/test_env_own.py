@@ -43,8 +43,9 @@ def open_lake(home: Path):
     return settings, lake
 
 
-# -- an extra ALFWorld split ----------------------------------------------------------------------------------
-@pytest.mark.skipif(importlib.util.find_spec("alfworld") is None, reason="the alfworld extra is not installed")
+# -- an extra ALFWorld split --------------------------------------------------------------------------------
+@pytest.mark.skipif(importlib.util.find_spec("alfworld") is None,
+                    reason="the alfworld extra is not installed: just setup")
 def test_an_alfworld_split_added_by_setting_is_listed_played_and_evaluated(retro_home, tmp_path):
     shipped = get_env("alfworld", load_settings(home=retro_home))
     games = tmp_path / "my-games"  # two games of the shipped valid_unseen split, as a folder of one's own
@@ -71,7 +72,7 @@ def test_an_alfworld_split_added_by_setting_is_listed_played_and_evaluated(retro
     assert lake.read("SELECT count(*) FROM lake.tasks WHERE split = 'mine'").item() == 2
 
 
-# -- a HotPotQA-format file with its own corpus ---------------------------------------------------------------
+# -- a HotPotQA-format file with its own corpus -------------------------------------------------------------
 ZORBLAX = {
     "id": "own-1", "question": "Which river flows through the capital of Zorblax?", "answer": "the Quell",
     "type": "bridge", "level": "easy", "supporting_facts": [["Zorblax", 0], ["Vantor", 1]],
@@ -102,7 +103,7 @@ def test_a_hotpotqa_file_added_by_setting_brings_its_own_corpus(retro_home, tmp_
         get_env("hotpotqa", load_settings(home=retro_home)).load_tasks("bad")
 
 
-# -- a third-party environment from its own package --------------------------------------------------------------
+# -- a third-party environment from its own package ---------------------------------------------------------
 @pytest.fixture
 def guess_installed(tmp_path, monkeypatch):
     """tests/example_env pip-installed into a folder on sys.path, as a user's `pip install` would."""
@@ -135,7 +136,8 @@ def test_an_installed_environment_is_listed_and_rolled_out(guess_installed, retr
         monkeypatch.delitem(ENVS, name)
     rows = json.loads(cli("envs", "list", "--json"))
     assert {"env": "guess", "split": "eval", "tasks": 20, "status": "ok"} in rows
-    played = cli("envs", "play", "guess", "--task", "game-01", stdin="guess 50\nguess 0\nfifty?\n?\nguess 98\n")
+    lines = "guess 50\nguess 0\nfifty?\n?\nguess 98\n"  # game-01's number is 98
+    played = cli("envs", "play", "guess", "--task", "game-01", stdin=lines)
     assert "Higher." in played and "(invalid action)" in played  # 0 is no number of the game
     assert "Invalid action: write guess N" in played and "write `guess N`" in played  # not parsed; `?`
     assert "episode over: return 1, success True" in played

@@ -51,7 +51,8 @@ def test_alfworld_reads_its_plain_commands(text, command):
 
 
 def test_each_environment_declares_its_actions_and_steps():
-    expected = {"hotpotqa": ("Search[<topic>]", 7), "alfworld": ("go to desk 1", 50), "webshop": ("click[<button>]", 15)}
+    expected = {"hotpotqa": ("Search[<topic>]", 7), "alfworld": ("go to <place>", 50),
+                "webshop": ("click[<button>]", 15)}
     for name, (form, steps) in expected.items():
         cls = env_class(name)
         assert cls.max_steps == steps
@@ -156,7 +157,7 @@ def test_rollout_cli_takes_task_ids_and_sample(retro_home, monkeypatch):
 @pytest.mark.parametrize("text,kept", [
     ("Reflection: I searched the wrong page. Next I will search X and then look up the",
      "I searched the wrong page."),
-    ("I gave up early. Next time I go to desk 1 first!\n\nmore", "I gave up early. Next time I go to desk 1 first!"),
+    ("I gave up early. Next, desk 1 first!\n\nmore", "I gave up early. Next, desk 1 first!"),
     ('It answered "no." Then I', 'It answered "no."'),
     ("I used step 2.5 wrongly", "I used step 2.5 wrongly"),  # no complete sentence: kept as it is
 ])

@@ -23,8 +23,9 @@ from retro.llm.scripted import ScriptedLLM
 from retro.store import Lake
 
 WEBSHOP_GOALS = 1500  # a catalogue of the first goals only: a few seconds to build (test_env_webshop.py)
-needs_alfworld = pytest.mark.skipif(importlib.util.find_spec("alfworld") is None,  # not importorskip: it
-                                    reason="the alfworld extra is not installed: just setup")  # writes ~/.cache
+# find_spec, not importorskip: importing alfworld writes ~/.cache
+needs_alfworld = pytest.mark.skipif(importlib.util.find_spec("alfworld") is None,
+                                    reason="the alfworld extra is not installed: just setup")
 
 
 def replay(plans: dict[str, list[str]]) -> ScriptedLLM:
@@ -44,7 +45,7 @@ def steps_of(lake, run_id: str):
                      "ORDER BY task_id, step", [run_id])
 
 
-# -- the scripted actor wins every environment through the runner ----------------------------------------------
+# -- the scripted actor wins every environment through the runner -------------------------------------------
 def test_hotpotqa_gold_paths_win_through_the_runner(settings, lake):
     tasks = get_env("hotpotqa", settings).load_tasks("eval")[:2]
     plans = {t.question: [*(f"Search[{title}]" for title in dict.fromkeys(f[0] for f in
@@ -80,14 +81,15 @@ def test_webshop_gold_paths_win_through_the_runner(settings, lake):
     tasks = env.load_tasks("eval")[:2]
     plans = {t.question: env.gold_path(t) for t in tasks}
     actor = replay(plans)
-    spec = make_spec(settings, Models(actor, None, None), "react", "webshop", "eval", [t.task_id for t in tasks], 1)
+    task_ids = [t.task_id for t in tasks]
+    spec = make_spec(settings, Models(actor, None, None), "react", "webshop", "eval", task_ids, 1)
     assert spec.max_steps == 15
     result = Runner(lake, env, actor, None, spec).run()
     assert result.success_by_trial == [1.0]
     assert steps_of(lake, result.run_id)["action"].to_list()[-1] == "click[buy now]"
 
 
-# -- the embedded model reaches every game -----------------------------------------------------------------------
+# -- the embedded model reaches every game ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     """One home, lake and embedded actor for the module (the model converts once, ~20 s)."""
@@ -99,7 +101,8 @@ def embedded(tmp_path_factory):
 
 
 def _reaches_the_game(embedded, environment, split: str) -> None:
-    """React on 2 tasks for 4 steps; some actions parse and reach the game (not all rejected as invalid)."""
+    """React on 2 tasks for 4 steps: some actions parse and reach the game, not all are invalid (measured:
+    HotPotQA 6 of 6 valid, ALFWorld 8 reached and 3 valid, WebShop 8 reached and 2 valid; 90 s in all)."""
     settings, lake, models = embedded
     started = time.perf_counter()
     task_ids = select_tasks(environment.load_tasks(split), settings.rollout, 2)
@@ -108,8 +111,9 @@ def _reaches_the_game(embedded, environment, split: str) -> None:
     steps = steps_of(lake, result.run_id)
     reached = steps.filter(steps["observation"] != environment.invalid_action)
     print(f"{environment.name}: {reached.height} of {steps.height} actions reached the game, "
-          f"{int(steps['valid'].sum())} valid, {time.perf_counter() - started:.0f} s: {steps['action'].to_list()}")
-    assert steps.height > 0 and reached.height > 0
+          f"{int(steps['valid'].sum())} valid, {time.perf_counter() - started:.0f} s: "
+          f"{steps['action'].to_list()}")
+    assert reached.height > 0 and steps["valid"].any()  # some actions parse, and some the game accepts
 
 
 @pytest.mark.slow

@@ -71,10 +71,10 @@ examine {something}, use {obj}, heat {obj} with {recep}, cool {obj} with {recep}
 clean {obj} with {recep}, look, inventory.
 Objects and receptacles are named with a number, as the observations show them (e.g. "apple 1",
 "countertop 2"). A command that does not apply gives "Nothing happens." Finish by doing what the task says."""
-NO_COMMAND = (
-    "Invalid action: write one command such as go to desk 1, open drawer 2, take apple 1 from countertop 2, "
-    "move apple 1 to fridge 1, heat/cool/clean apple 1 with microwave 1/fridge 1/sinkbasin 1, use desklamp 1, "
-    "examine apple 1, look or inventory (things are named with their number)."
+NO_COMMAND = (  # placeholders, not examples: a small actor copies any concrete command it is shown
+    "Invalid action: write one command: go to <place>, open <place>, close <place>, take <object> from <place>, "
+    "move <object> to <place>, heat/cool/clean <object> with <place>, use <object>, examine <object>, look, "
+    "inventory; every object and place is named with its number, as the observations show them."
 )
 
 _GOAL = re.compile(r"Your task is to: ([^\"\\]*)")
@@ -84,8 +84,9 @@ _PUT = re.compile(r"^put (.+?) (?:in|on|in/on|into|onto) (.+)$")  # ReAct's word
 # The command templates of alfred.twl2; every object and receptacle is a type and a number ("desk 1").
 _NAME = r"[a-z]+ \d+"
 _COMMAND = re.compile(
-    rf"\b(?:go to {_NAME}|(?:open|close|examine|use) {_NAME}|take {_NAME} from {_NAME}|move {_NAME} to {_NAME}"
-    rf"|put {_NAME} (?:in/on|into|in|onto|on) {_NAME}|(?:heat|cool|clean|slice) {_NAME} with {_NAME})(?!\w)"
+    rf"\b(?:go to {_NAME}|(?:open|close|examine|use) {_NAME}|take {_NAME} from {_NAME}"
+    rf"|move {_NAME} to {_NAME}|put {_NAME} (?:in/on|into|in|onto|on) {_NAME}"
+    rf"|(?:heat|cool|clean|slice) {_NAME} with {_NAME})(?!\w)"
 )
 _BARE_COMMANDS = ("look", "inventory", "help")  # only as the whole line: "look" in a sentence is no command
 
@@ -285,7 +286,8 @@ class ALFWorld:
                                 "rollout.alfworld_splits (a folder of <task>/<trial>/game.tw-pddl)")
             return folder
         if split not in SHIPPED_SPLITS:
-            raise UnknownEnvError(f"alfworld has no split '{split}': choose one of {', '.join(self.split_names)}, "
+            choices = ", ".join(self.split_names)
+            raise UnknownEnvError(f"alfworld has no split '{split}': choose one of {choices}, "
                                   "or add one with the setting rollout.alfworld_splits")
         archive = self.data_dir / f"{split}.tar.xz"
         if not archive.exists():
@@ -349,7 +351,7 @@ class ALFWorld:
         return "\n\n".join(examples)
 
     def _play_example(self, task: Task) -> str | None:
-        """The walkthrough played with a first stop that finds nothing (else without one); None if it loses."""
+        """The walkthrough played with a first stop that finds nothing (else without one); None if lost."""
         walkthrough = task.metadata["walkthrough"]
         target = first_target(walkthrough)
         episode = self.start(task)

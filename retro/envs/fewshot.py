@@ -195,7 +195,8 @@ def coherent(walkthrough: Sequence[str]) -> bool:
 def first_target(walkthrough: Sequence[str]) -> str | None:
     """The object the walkthrough takes first ("apple 1") where it first goes, if it does."""
     first = _parts(walkthrough[0])[1] if walkthrough else None
-    return next((obj for verb, obj, place in map(_parts, walkthrough) if verb == "take" and place == first), None)
+    takes = (obj for verb, obj, place in map(_parts, walkthrough) if verb == "take" and place == first)
+    return next(takes, None)
 
 
 def detour_places(opening: str, walkthrough: Sequence[str]) -> list[str]:
@@ -221,7 +222,8 @@ def alfworld_plan(goal: str, walkthrough: Sequence[str], detour: str | None = No
     first = _parts(walkthrough[0])[1] if walkthrough and walkthrough[0].startswith("go to ") else None
     if detour is not None and target is not None and first is not None:
         plan[0] = (f"There is no {_kind(target)} at {detour}. I try {first} next.", walkthrough[0])
-        look = f"First I need to find a {_kind(target)}. I check the places one by one, starting with {detour}."
+        look = (f"First I need to find a {_kind(target)}. I check the places one by one, starting with "
+                f"{detour}.")
         plan.insert(0, (look, f"go to {detour}"))
     thought, action = plan[0]
     return [(f"My task is to {goal.rstrip('.')}. {thought}", action), *plan[1:]]

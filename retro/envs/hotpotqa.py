@@ -23,8 +23,8 @@ from retro.errors import DataError, UnknownEnvError
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "datasets" / "hotpotqa"
 SPLIT_FILES = {"eval": "eval_reflexion100.jsonl", "train": "train_dev_first100.jsonl"}
-TASK_FIELDS = ("id", "question", "answer", "context")  # required; "type", "level", "supporting_facts" are kept
-METADATA_FIELDS = ("type", "level", "supporting_facts")
+TASK_FIELDS = ("id", "question", "answer", "context")  # required in every line
+METADATA_FIELDS = ("type", "level", "supporting_facts")  # kept where present
 MAX_STEPS = 7  # ReAct's HotPotQA agent stopped after 7 steps
 
 ACTION_HELP = """\
@@ -152,7 +152,8 @@ class HotpotQA(BracketActions):
         """The corpus a split's questions search: the shipped one, or the split file's own paragraphs."""
         if split not in self.wikis:  # a folder per corpus: a Wiki removes other corpora from its folder
             self.load_tasks(split)
-            self.wikis[split] = Wiki([self.files[split]], self.settings.cache_dir / "hotpotqa" / f"split-{split}")
+            folder = self.settings.cache_dir / "hotpotqa" / f"split-{split}"
+            self.wikis[split] = Wiki([self.files[split]], folder)
         return self.wikis[split]
 
     def few_shot(self, task: Task | None = None) -> str:
@@ -188,7 +189,8 @@ def _read_tasks(path: Path, split: str, shipped: bool) -> list[Task]:
             raise DataError(f"{path}:{n} is not a HotPotQA record: {fix}")
         absent = next((key for key in TASK_FIELDS if key not in row), None)
         if absent is not None:  # name the field: "not a record" alone leaves the user guessing
-            raise DataError(f"{path}:{n} has no field '{absent}': {fix} (each line needs {', '.join(TASK_FIELDS)})")
+            needed = ", ".join(TASK_FIELDS)
+            raise DataError(f"{path}:{n} has no field '{absent}': {fix} (each line needs {needed})")
         metadata = {key: row[key] for key in METADATA_FIELDS if key in row}
         tasks.append(Task("hotpotqa", split, str(row["id"]), row["question"], str(row["answer"]), metadata))
     return sorted(tasks, key=lambda t: t.task_id)

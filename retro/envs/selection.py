@@ -60,8 +60,8 @@ def select_tasks(tasks: Sequence[Task], rollout: RolloutSettings, count: int) ->
         missing = [task_id for task_id in rollout.task_ids if task_id not in known]
         if missing:
             where = f"{tasks[0].env} split '{tasks[0].split}'" if tasks else "this split"
-            raise UnknownEnvError(f"no task {missing[0]!r} in {where} ({len(missing)} unknown): list the ids with "
-                                  "`retro envs tasks ENV --split SPLIT`")
+            raise UnknownEnvError(f"no task {missing[0]!r} in {where} ({len(missing)} unknown): list the ids "
+                                  "with `retro envs tasks ENV --split SPLIT`")
         return list(dict.fromkeys(rollout.task_ids))
     pool = list(tasks) if rollout.all_variants else one_per_task(tasks)
     if rollout.sample is not None:

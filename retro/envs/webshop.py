@@ -211,8 +211,8 @@ class WebShop(BracketActions):
     invalid_action = NO_ACTION
     max_steps = MAX_STEPS
 
-    def __init__(self, settings: Settings, seed: int = 0, limit: int | None = None, data_dir: Path | None = None,
-                 examples: int = 1):
+    def __init__(self, settings: Settings, seed: int = 0, limit: int | None = None,
+                 data_dir: Path | None = None, examples: int = 1):
         """seed: the catalogue's seed; limit: build only the first `limit` goals (tests); examples: 1 or 2."""
         self.settings = settings
         self.seed = seed

@@ -2,7 +2,7 @@
 
 The environment knows nothing of LLMs: it reads its own action (`guess 42`) out of the actor's line, answers
 "Higher." / "Lower." / "Right!", and says how many steps a trial gets. Installed, it is found through the
-`retro.envs` entry point in pyproject.toml; `retro envs list` shows it and `retro rollout --env guess` plays it.
+`retro.envs` entry point in pyproject.toml: `retro envs list` shows it, `retro rollout --env guess` plays it.
 """
 
 from __future__ import annotations
