@@ -210,11 +210,11 @@ def test_few_shot_is_played_from_train_games_of_the_task_type(env):
     prefix = "Your task is to: "
     goals = [ln.removeprefix(prefix) for ln in text.splitlines() if ln.startswith(prefix)]
     assert all(goal in train_goals for goal in goals) and len(set(goals)) == 2
-    for kind in ("pick_and_place", "pick_two_obj_and_place", "look_at_obj_in_light"):
-        text = env.few_shot(Task("alfworld", "x", "x", "q", "", {"task_type": kind}))
-        examples = text.split("\n\nYou are in")
+    for other in ("pick_and_place", "pick_two_obj_and_place", "look_at_obj_in_light"):
+        shown = env.few_shot(Task("alfworld", "x", "x", "q", "", {"task_type": other}))
+        examples = shown.split("\n\nYou are in")
         objects = {re.search(r"First I need to find an? (\w+)", ex).group(1) for ex in examples}
-        assert len(examples) == 2 and len(objects) == 2, kind  # not alarmclock and apple every time
+        assert len(examples) == 2 and len(objects) == 2, other  # not alarmclock and apple every time
     cached = list((env.root / "fewshot").glob(f"{kind}-*.txt"))
     assert len(cached) == 1 and cached[0].read_text() == text
     fresh = alf.ALFWorld(env.settings)
