@@ -16,7 +16,10 @@ def rollout(
     env: Annotated[str | None, typer.Option(help="Environment: hotpotqa, alfworld, webshop.")] = None,
     split: Annotated[str | None, typer.Option(help="Task split, e.g. eval or train.")] = None,
     mode: Annotated[str | None, typer.Option(help="react, reflexion or retroformer.")] = None,
-    tasks: Annotated[int | None, typer.Option(help="First N tasks of the split.")] = None,
+    tasks: Annotated[int | None, typer.Option(help="First N tasks by id (one per ALFWorld task).")] = None,
+    task_ids: Annotated[str | None, typer.Option(help="Exactly these tasks: ids separated by commas.")] = None,
+    sample: Annotated[int | None, typer.Option(
+        help="N tasks drawn with rollout.seed, spread evenly over the task types.")] = None,
     trials: Annotated[int | None, typer.Option(help="Trials per task (K).")] = None,
     adapter: Annotated[str | None, typer.Option(help="retroformer mode: model_id (default: promoted).")] = None,
     tag: Annotated[str, typer.Option(help="Makes a new run of an otherwise identical spec.")] = "",
@@ -30,12 +33,15 @@ def rollout(
     """
     from retro.agent.rollout import rollout as run_rollout
 
-    s = settings()
+    ids = [t.strip() for t in task_ids.split(",") if t.strip()] if task_ids else None
+    chosen = {key: value for key, value in (("task_ids", ids), ("sample", sample)) if value is not None}
+    overrides = {"rollout": chosen} if chosen else {}  # settings, so the flow's workers pick the same tasks
+    s = settings(**overrides)
     if (workers or s.rollout.workers) > 1:
         from flows.rollout import rollout_flow  # Prefect + Dask: shards in parallel, one commit
 
         out = rollout_flow(env=env, split=split, mode=mode, tasks=tasks, trials=trials, adapter=adapter, tag=tag,
-                           workers=workers or s.rollout.workers)
+                           workers=workers or s.rollout.workers, overrides=overrides or None)
         _print_rollout(out, as_json, "")
         return
     lake = Lake(s)
