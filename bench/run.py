@@ -3,6 +3,7 @@
     just bench                          every benchmark, full size
     just bench --quick                  every benchmark, small sizes (a few minutes on 2 cores)
     just bench --only rollout,lake      some of them
+    just bench --only learning --full   the largest size, where a benchmark has one (hours)
 
 Each benchmark is a cut-down version of the real path (nanoGPT's bench.py habit) and writes its own
 section to bench/results/<n>-<name>.md; RESULTS.md is those sections in order, so running one
@@ -29,7 +30,11 @@ BENCHMARKS = {  # name -> (section number, title, module whose run(quick) return
     "training": (4, "Training: SFT step, reward-model step, PPO update", "training"),
     "orchestration": (5, "Orchestration overhead: Prefect flows vs direct calls", "orchestration"),
     "demo": (6, "The demo's wall time end to end", "demo"),
+    "envs": (7, "Environments: react and reflexion on ALFWorld, WebShop and HotPotQA, with invalid actions", "envs"),
+    "branches": (8, "Branches: G = 4 vs G = 1 reflections per failure on the demo's night", "branches"),
+    "learning": (9, "The learning effect: trained vs frozen retrospective model on held-out HotPotQA", "learning"),
 }
+SIZED = {"learning"}  # benchmarks with a third, largest size (--full)
 
 
 def section_path(name: str) -> Path:
@@ -37,15 +42,17 @@ def section_path(name: str) -> Path:
     return RESULTS / f"{number}-{name}.md"
 
 
-def measure(name: str, quick: bool) -> None:
+def measure(name: str, quick: bool, full: bool = False) -> None:
     number, title, module = BENCHMARKS[name]
     load = os.getloadavg()[0]
     started = time.perf_counter()
-    lines = importlib.import_module(module).run(quick)
+    bench = importlib.import_module(module)
+    lines = bench.run(quick, full=True) if full and name in SIZED else bench.run(quick)
     wall = time.perf_counter() - started
-    size = "--quick" if quick else "full size"
+    flag = " --quick" if quick else " --full" if full and name in SIZED else ""
+    size = {" --quick": "--quick", " --full": "--full"}.get(flag, "full size" if name not in SIZED else "default size")
     header = [f"## {number}. {title}\n",
-              (f"_{time.strftime('%Y-%m-%d')}, `just bench --only {name}{' --quick' if quick else ''}` ({size}), "
+              (f"_{time.strftime('%Y-%m-%d')}, `just bench --only {name}{flag}` ({size}), "
               f"{wall:.0f} s, load average {load:.1f} at start._\n")]
     RESULTS.mkdir(exist_ok=True)
     section_path(name).write_text("\n".join(header + lines) + "\n")
@@ -68,6 +75,7 @@ def assemble() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a few minutes)")
+    parser.add_argument("--full", action="store_true", help=f"the largest size of {', '.join(sorted(SIZED))} (hours)")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated: {', '.join(BENCHMARKS)}")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -75,7 +83,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown benchmark {unknown}: choose from {', '.join(BENCHMARKS)}")
     for name in names:
-        measure(name, args.quick)
+        measure(name, args.quick, args.full)
         (ROOT / "bench" / "RESULTS.md").write_text(assemble())  # after each one: a crash keeps what ran
 
 

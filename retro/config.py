@@ -50,19 +50,32 @@ class ModelSettings(Section):
     prefix_cache_tokens: int = Field(64, ge=0)  # local backend: shared prompt prefixes this long are prefilled once (0: off)
     kv_cache_mb: int = Field(2048, ge=0)  # local backend: keys/values of recent prompts kept, so a prompt that continues one prefills only its new tokens (0: off)
     concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
-    timeout_s: float = Field(60.0, gt=0)
-    retries: int = Field(3, ge=0)
+    connect_timeout_s: float = Field(5.0, gt=0)  # openai backend: a server that does not accept by then is down
+    read_timeout_s: float = Field(60.0, gt=0)  # openai backend: the wait for an answer (a CPU server is slow)
+    retries: int = Field(3, ge=0)  # openai backend: more tries of a prompt after a timeout, 429, 5xx or bad reply
 
 
 class RolloutSettings(Section):
     env: str = "hotpotqa"
     split: str = "eval"
     mode: Mode = "reflexion"
-    tasks: int = Field(10, ge=1)  # first N tasks of the split (sorted by task_id), 0 < N
+    tasks: int = Field(10, ge=1)  # first N tasks of the split (by task_id; one per ALFWorld task), 0 < N
+    task_ids: list[str] | None = None  # exactly these tasks of the split (instead of tasks / sample)
+    sample: int | None = Field(None, ge=1)  # N tasks drawn with `seed`, spread evenly over the task types
+    all_variants: bool = False  # ALFWorld: every trial folder of a task (same goal) is a task of its own
     trials: int = Field(3, ge=1)  # K trials per task; a task stops after its first success
-    max_steps: int = Field(6, ge=1)  # actor steps per trial
+    max_steps: int | None = Field(None, ge=1)  # actor steps per trial; None = the environment's (ALFWorld 50,
+    # HotPotQA 7, WebShop 15: what ReAct and Reflexion used)
     memory_size: int = Field(3, ge=0)  # reflections kept in long-term memory (newest last)
+    # G: reflections written after each failed trial, each tried by its own branch of the next trial. 1 = the
+    # Reflexion protocol; G > 1 gives ratings of one prompt that differ (pairs for the reward model, groups for
+    # GRPO/RLOO). Sample 0 keeps the retrospective model's own decoding (greedy by default), so the task's main
+    # line is unchanged; samples 1..G-1 are drawn at branch_temperature.
+    reflections_per_failure: int = Field(1, ge=1, le=32)
+    branch_temperature: float = Field(0.7, gt=0.0, le=2.0)  # a 135M model writes noise at 1.0
     hotpotqa_return: Literal["em", "f1"] = "em"  # em = the paper's 0/1 return; f1 is denser for small actors
+    hotpotqa_splits: dict[str, Path] = {}  # more HotPotQA splits: name -> JSONL file, with its own corpus
+    alfworld_splits: dict[str, Path] = {}  # more ALFWorld splits: name -> folder of <task>/<trial>/ games
     adapter: str | None = None  # retroformer mode: model_id of the adapter; None = the promoted one
     seed: int = 0
     workers: int = Field(1, ge=1)  # >1: the tasks are split into this many shards, run by Dask workers
@@ -96,7 +109,17 @@ class TrainSettings(Section):
     batch_size: int = Field(4, ge=1)
     max_new_tokens: int = Field(64, ge=8)
     max_length: int = Field(1024, ge=64)
-    trainer: Literal["ppo", "grpo", "rloo"] = "ppo"
+    trainer: Literal["ppo", "grpo", "rloo"] = "ppo"  # ppo: the paper's; grpo / rloo: group baselines, no critic
+    num_generations: int = Field(4, ge=2)  # grpo / rloo: reflections sampled per prompt (one group)
+    # what scores a sampled reflection in policy gradient: the trained reward model, or the environment itself
+    # (the actor replays the failed task with it; grpo / rloo only, PPO needs a reward model)
+    reward: Literal["model", "environment"] = "model"
+
+    @model_validator(mode="after")
+    def _reward_fits_trainer(self) -> TrainSettings:
+        if self.reward == "environment" and self.trainer == "ppo":
+            raise ValueError("train.reward=environment needs train.trainer grpo or rloo (PPO scores with a model)")
+        return self
     seed: int = 0
 
 
@@ -114,13 +137,13 @@ class ScheduleSettings(Section):
 PRESETS: dict[str, dict[str, Any]] = {
     # Minutes on a 2-core CPU: what the tests and the demo run.
     "tiny": {
-        "rollout": {"tasks": 4, "trials": 3, "max_steps": 4},
+        "rollout": {"tasks": 4, "trials": 3},
         "eval": {"tasks": 4, "trials": 3},
         "train": {"ppo_total_episodes": 8, "batch_size": 2, "sft_epochs": 1.0, "rm_epochs": 1.0, "ppo_epochs": 1},
     },
     # The paper's scale (HotPotQA: 100 held-out questions, several trials, bigger PPO budget).
     "paper": {
-        "rollout": {"tasks": 100, "trials": 5, "max_steps": 6},
+        "rollout": {"tasks": 100, "trials": 5},
         "eval": {"tasks": 100, "trials": 5},
         "train": {"ppo_total_episodes": 2048, "batch_size": 8},
     },

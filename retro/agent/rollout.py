@@ -11,7 +11,7 @@ from pathlib import Path
 
 from retro.agent.runner import ProgressFn, RolloutSpec, Runner, RunResult
 from retro.config import MODES, Settings
-from retro.envs import get_env
+from retro.envs import env_class, get_env, select_tasks
 from retro.errors import ConfigError, LakeBusyError, ModelNotFoundError
 from retro.llm.base import LLM, same_base_model
 from retro.provenance import code_version
@@ -93,13 +93,17 @@ def check_counts(tasks: int | None, trials: int | None) -> None:
 def make_spec(settings: Settings, models: Models, mode: str, env: str, split: str, task_ids: list[str],
               trials: int, tag: str = "") -> RolloutSpec:
     r = settings.rollout
+    branches = r.reflections_per_failure if mode != "react" else 1  # react writes no reflections
     return RolloutSpec(
-        env=env, split=split, mode=mode, task_ids=tuple(task_ids), trials=trials, max_steps=r.max_steps,
+        env=env, split=split, mode=mode, task_ids=tuple(task_ids), trials=trials,
+        max_steps=r.max_steps or env_class(env).max_steps,  # None: the environment's default
         memory_size=r.memory_size, seed=r.seed, actor_model=models.actor.name,
         retro_model=models.retro.name if models.retro else None, retro_model_version=models.retro_version,
         actor_max_new_tokens=settings.actor.max_new_tokens,
         retro_max_new_tokens=settings.retrospective.max_new_tokens,
         retro_temperature=settings.retrospective.temperature, tag=tag,
+        reflections_per_failure=branches,
+        branch_temperature=r.branch_temperature if branches > 1 else 0.0,
         scoring="hotpotqa_return=f1" if env == "hotpotqa" and r.hotpotqa_return == "f1" else "",
     )
 
@@ -119,7 +123,7 @@ def rollout(settings: Settings, lake: Lake, *, env: str | None = None, split: st
     if mode == "auto":
         mode = auto_mode(lake)
     environment = get_env(env, settings)
-    task_ids = [t.task_id for t in environment.load_tasks(split)[:tasks]]
+    task_ids = select_tasks(environment.load_tasks(split), r, tasks)
     models = models or load_models(settings, lake, mode, adapter or r.adapter)
     spec = make_spec(settings, models, mode, env, split, task_ids, trials, tag)
     runner = Runner(lake, environment, models.actor, models.retro, spec, flow_run_id=flow_run_id,

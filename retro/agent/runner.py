@@ -9,6 +9,14 @@ One loop iteration:
   6. step      - each environment answers its action; finished episodes leave the acting set
 A crash loses only the trials in flight: a rerun with the same run id reads what was committed and
 resumes (a task that succeeded is done; otherwise its next trial starts with its stored reflections).
+
+Branches (`reflections_per_failure` = G > 1): after a failed main-line trial i the retrospective model
+writes G reflections: sample 0 as it always would (greedy by default), samples 1..G-1 drawn at
+`branch_temperature`, each seeded by (seed, task, trial, sample) so a rerun draws the same text. Each is
+tried by its own branch of trial i + 1 (the same memory plus that reflection); all branches step in the
+same batches as everything else. The main line continues from sample 0 (no peeking at which branch did
+best), so it is the Reflexion protocol itself; the other branches end after their one trial. Every branch
+trial is stored under its sample, and each reflection is rated by its own branch's return.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import polars as pl
+
 from retro.agent.actor import Step, Trajectory, fit_prompt, instruction_for, long_term_memory
-from retro.agent.parse import clean_line, parse_action
+from retro.agent.parse import clean_line
 from retro.agent.prompts import ACTION_PREFIX, THOUGHT_PREFIX
 from retro.agent.retrospect import clean_reflection, reflection_input, reflection_prompt
 from retro.envs.base import Environment, Episode, Task
@@ -32,8 +42,6 @@ from retro.store import queries
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
-
-INVALID_ACTION = "Invalid action: write exactly one action of the form Name[argument]."
 
 
 @dataclass(frozen=True)
@@ -56,18 +64,35 @@ class RolloutSpec:
     retro_temperature: float = 0.0
     tag: str = ""  # e.g. the nightly date: same spec + new tag = a new run
     scoring: str = ""  # a non-default return, e.g. "hotpotqa_return=f1": other returns, so another run
+    reflections_per_failure: int = 1  # G: reflections (and branches of the next trial) per failed trial
+    branch_temperature: float = 0.0  # sampling temperature of reflections 1..G-1 (0 when G = 1)
 
     @property
     def run_id(self) -> str:
         fields = asdict(self)
-        if not fields["scoring"]:  # absent when default, so the run ids of default specs stay what they were
-            del fields["scoring"]
+        for name, default in LATER_FIELDS.items():  # absent when default: the run ids of older specs stay
+            if fields[name] == default:
+                del fields[name]
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
         return f"{self.mode}-{self.env}-{self.split}-{digest}"
 
     @property
     def reflects(self) -> bool:
         return self.mode != "react"
+
+    @property
+    def branches(self) -> int:
+        """Reflections per failed trial (G); 1 in react mode, which writes none."""
+        return self.reflections_per_failure if self.reflects else 1
+
+
+# Spec fields added after run ids were first published, with the value that leaves them out of the hash.
+LATER_FIELDS: dict[str, Any] = {"scoring": "", "reflections_per_failure": 1, "branch_temperature": 0.0}
+
+
+def branch_seed(seed: int, task_id: str, trial: int, sample: int) -> int:
+    """The sampling seed of one reflection: the same whatever else shares its batch, so a rerun repeats it."""
+    return int(hashlib.sha256(f"{seed}/{task_id}/{trial}/{sample}".encode()).hexdigest()[:8], 16)
 
 
 @dataclass
@@ -80,6 +105,7 @@ class Live:
     instruction: str
     memory: list[str]
     trajectory: Trajectory
+    sample: int = 0  # 0: the task's main line; g > 0: the branch trying reflection g of the previous trial
     started: float = field(default_factory=time.perf_counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -112,6 +138,17 @@ class RunResult:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class Branch:
+    """One branch trial to play: a trial of a task that starts with these reflections in its memory (a
+    reflection tried after a crash, whose trial was not committed; or a sampled one during training)."""
+
+    task_id: str
+    trial: int
+    sample: int
+    reflections: list[str]
+
+
 class Runner:
     """Runs one RolloutSpec against one environment with an actor (and a retrospective model).
 
@@ -122,8 +159,6 @@ class Runner:
     def __init__(self, lake: Lake, env: Environment, actor: LLM, retro: LLM | None, spec: RolloutSpec,
                  flow_run_id: str | None = None, config_json: str = "{}", config_hash: str = "",
                  code_version: str = "", progress: ProgressFn | None = None, shard: Sequence[str] | None = None):
-        if spec.reflects and retro is None:
-            raise ValueError(f"mode {spec.mode} needs a retrospective model")
         self.lake, self.env, self.actor, self.retro, self.spec = lake, env, actor, retro, spec
         self.shard = tuple(shard) if shard is not None else None
         self.task_ids = self.shard if self.shard is not None else spec.task_ids
@@ -155,15 +190,19 @@ class Runner:
             {"run_id": s.run_id, "flow_run_id": self.flow_run_id, "mode": s.mode, "env": s.env, "split": s.split,
              "actor_model": s.actor_model, "retro_model": s.retro_model, "retro_model_version": s.retro_model_version,
              "n_tasks": len(s.task_ids), "n_trials": s.trials, "config": self.config_json,
-             "config_hash": self.config_hash, "code_version": self.code_version, "seed": s.seed},
+             "config_hash": self.config_hash, "code_version": self.code_version, "seed": s.seed, "tag": s.tag},
             [{"env": t.env, "split": t.split, "task_id": t.task_id, "question": t.question, "answer": t.answer,
               "metadata": json.dumps(t.metadata, sort_keys=True, default=str)} for t in self.tasks.values()],
         )
 
-    def _resume_state(self) -> dict[str, tuple[int, list[str]]]:
-        """task_id -> (next trial, reflections so far) for every task that still has work."""
+    def _resume_state(self) -> tuple[dict[str, tuple[int, list[str]]], list[Branch]]:
+        """(task_id -> (next main-line trial, its reflections so far) for every task that still has work,
+        the branch trials whose reflection is committed but whose trial is not)."""
         trials = queries.committed_trials(self.lake, self.spec.run_id)
         reflections = queries.committed_reflections(self.lake, self.spec.run_id)
+        self.episodes_done += trials.filter(pl.col("sample") > 0).height
+        branches = self._pending_branches(trials, reflections)
+        trials, reflections = trials.filter(pl.col("sample") == 0), reflections.filter(pl.col("sample") == 0)
         todo: dict[str, tuple[int, list[str]]] = {}
         for task_id in self.task_ids:
             mine = trials.filter(trials["task_id"] == task_id)
@@ -179,28 +218,44 @@ class Runner:
                 continue
             texts = reflections.filter(reflections["task_id"] == task_id).sort("trial")["text"].to_list()
             todo[task_id] = (next_trial, texts)
-        return todo
+        return todo, branches
 
-    def _start(self, task_id: str, trial: int, reflections: list[str]) -> Live:
+    def _pending_branches(self, trials: pl.DataFrame, reflections: pl.DataFrame) -> list[Branch]:
+        """Branch trials to (re)run: reflection (i, g > 0) is stored, trial (i + 1, g) is not. A branch's
+        memory is the main line's reflections before trial i, then reflection g."""
+        tried = set(zip(trials["task_id"], trials["trial"], trials["sample"]))
+        main = reflections.filter(pl.col("sample") == 0)
+        pending = []
+        for task_id, trial, sample, text in reflections.filter(pl.col("sample") > 0).iter_rows():
+            if task_id not in self.tasks or (task_id, trial + 1, sample) in tried or trial + 1 >= self.spec.trials:
+                continue
+            earlier = main.filter((pl.col("task_id") == task_id) & (pl.col("trial") < trial)).sort("trial")
+            pending.append(Branch(task_id, trial + 1, sample, [*earlier["text"].to_list(), text]))
+        return pending
+
+    def _start(self, task_id: str, trial: int, reflections: list[str], sample: int = 0) -> Live:
         task = self.tasks[task_id]
         memory = long_term_memory(reflections, self.spec.memory_size) if self.spec.reflects else []
         episode = self.env.start(task)
         first = episode.reset()
         few_shot = self.env.few_shot(task)
-        return Live(task=task, trial=trial, episode=episode, memory=memory,
+        return Live(task=task, trial=trial, episode=episode, memory=memory, sample=sample,
                     instruction=instruction_for(self.env.action_help, few_shot, memory, first),
                     trajectory=Trajectory(question=first))
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self) -> RunResult:
+        if self.spec.reflects and self.retro is None:
+            raise ValueError(f"mode {self.spec.mode} needs a retrospective model")
         started = time.perf_counter()
         self._record_start()
-        todo = self._resume_state()
+        todo, branches = self._resume_state()
         self._log_rounds()
         if self.episodes_done:
             log.info("run %s: resuming, %d trials already committed", self.spec.run_id, self.episodes_done)
-        reflections = {task_id: list(texts) for task_id, (_, texts) in todo.items()}
+        reflections = {task_id: list(texts) for task_id, (_, texts) in todo.items()}  # each main line's memory
         acting = [self._start(task_id, trial, texts) for task_id, (trial, texts) in todo.items()]
+        acting += [self._start(b.task_id, b.trial, b.reflections, b.sample) for b in branches]
         self._report(started)
         while acting:
             self._think(acting)
@@ -212,14 +267,17 @@ class Runner:
             for live in finished:
                 live.episode.close()
             reflected = self._reflect([live for live in finished if self._needs_reflection(live)])
-            self._commit(finished, reflected)
+            self._commit(finished, [row for rows in reflected.values() for row in rows])
             for live in finished:
-                if live.success or live.trial + 1 >= self.spec.trials:
-                    continue
-                texts = reflections.setdefault(live.task.task_id, [])
-                if live.task.task_id in reflected:
-                    texts.append(reflected[live.task.task_id]["text"])
-                acting.append(self._start(live.task.task_id, live.trial + 1, texts))
+                if live.sample or live.success or live.trial + 1 >= self.spec.trials:
+                    continue  # a branch ends after its one trial; a solved or finished task stops
+                task_id, texts = live.task.task_id, reflections.setdefault(live.task.task_id, [])
+                by_sample = {row["sample"]: row["text"] for row in reflected.get(task_id, [])}
+                acting += [self._start(task_id, live.trial + 1, [*texts, text], sample)
+                           for sample, text in by_sample.items() if sample > 0]
+                if 0 in by_sample:
+                    texts.append(by_sample[0])
+                acting.append(self._start(task_id, live.trial + 1, texts))
             self._report(started)
         for llm in {id(m): m for m in (self.actor, self.retro) if m is not None}.values():
             free = getattr(llm, "free_caches", None)  # a local backend's kept keys/values: no episode continues
@@ -227,11 +285,33 @@ class Runner:
                 free()
         return self._finish(started)
 
+    def play(self, branches: Sequence[Branch]) -> list[float]:
+        """Play one trial per branch, all stepping in the same batches, commit each as a branch trial of this
+        run (sample >= 1, so no main line is touched) and return their returns, in order. The environment's
+        reward for policy gradient (retro/train/env_reward.py) is computed this way."""
+        if any(b.sample < 1 for b in branches):
+            raise ValueError("played branches have sample >= 1 (sample 0 is a task's main line)")
+        self._record_start()
+        lives = [self._start(b.task_id, b.trial, b.reflections, b.sample) for b in branches]
+        acting = list(lives)
+        while acting:
+            self._think(acting)
+            self._act(acting)
+            finished = [live for live in acting if live.done]
+            acting = [live for live in acting if not live.done]
+            for live in finished:
+                live.episode.close()
+            if finished:
+                self._commit(finished, [])
+        return [live.episode_return for live in lives]
+
     def _needs_reflection(self, live: Live) -> bool:
-        return self.spec.reflects and not live.success and live.trial + 1 < self.spec.trials
+        return self.spec.reflects and live.sample == 0 and not live.success and live.trial + 1 < self.spec.trials
 
     def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, seed: int) -> list[str | None]:
-        """One batched actor call; a failed prompt ends its episode with the reason."""
+        """One batched actor call; a prompt the server never answered ends the run, not its episode."""
+        from retro.errors import raise_llm_errors
+
         prompts = []
         for live, tail in zip(lives, tails):
             prompt, dropped = fit_prompt(llm, live.instruction, live.trajectory, tail, max_new_tokens)
@@ -239,18 +319,13 @@ class Runner:
             prompts.append(prompt)
         params = GenParams(max_new_tokens=max_new_tokens, stop=("\n",), seed=seed)
         gen = llm.generate(prompts, params)
-        out: list[str | None] = []
-        for live, text, pt, ct, err in zip(lives, gen.texts, gen.prompt_tokens, gen.completion_tokens, gen.errors):
+        raise_llm_errors(gen.errors)  # an outage is no trial outcome: this batch's trials are not committed
+        for live, pt, ct in zip(lives, gen.prompt_tokens, gen.completion_tokens):
             live.prompt_tokens += pt
             live.completion_tokens += ct
             self.tokens[0] += pt
             self.tokens[1] += ct
-            if err:
-                live.done, live.stop_reason, live.error = True, "llm_error", err
-                out.append(None)
-            else:
-                out.append(text)
-        return out
+        return list(gen.texts)
 
     def _think(self, acting: list[Live]) -> None:
         tails = [THOUGHT_PREFIX.format(n=len(live.trajectory.steps) + 1) for live in acting]
@@ -270,9 +345,10 @@ class Runner:
                 self._step(live, text)
 
     def _step(self, live: Live, text: str) -> None:
-        action = parse_action(text)
+        action = self.env.parse_action(clean_line(text))  # the environment's own syntax: Search[x], go to desk 1
         if action is None:
-            live.trajectory.steps.append(Step(live.pending_thought, clean_line(text), INVALID_ACTION, 0.0, False))
+            live.trajectory.steps.append(Step(live.pending_thought, clean_line(text), self.env.invalid_action, 0.0,
+                                              False))
         else:
             try:
                 result = live.episode.step(action)
@@ -290,36 +366,49 @@ class Runner:
         if not live.done and len(live.trajectory.steps) >= self.spec.max_steps:
             live.done, live.stop_reason = True, "max_steps"
 
-    def _reflect(self, failed: list[Live]) -> dict[str, dict[str, Any]]:
-        """One batched call to the retrospective model for every failed trial with a next trial."""
+    def _reflect(self, failed: list[Live]) -> dict[str, list[dict[str, Any]]]:
+        """task_id -> its reflection rows (samples 0..G-1) for every failed trial with a next trial: one
+        batched call for sample 0 (the retrospective model's own settings), one for the sampled others."""
         if not failed:
             return {}
+        s = self.spec
         inputs = [reflection_input(live.task.question, live.trajectory, live.episode_return, live.stop_reason,
                                    live.error) for live in failed]
-        params = GenParams(max_new_tokens=self.spec.retro_max_new_tokens, temperature=self.spec.retro_temperature,
-                           seed=self.spec.seed)
-        gen = self.retro.generate([reflection_prompt(text) for text in inputs], params)
-        out = {}
-        for live, prompt, text, pt, ct, err in zip(failed, inputs, gen.texts, gen.prompt_tokens,
-                                                   gen.completion_tokens, gen.errors):
-            if err:
-                log.warning("no reflection for %s trial %d: %s", live.task.task_id, live.trial, err)
-                continue
-            out[live.task.task_id] = {
-                "run_id": self.spec.run_id, "task_id": live.task.task_id, "trial": live.trial, "env": self.spec.env,
-                "prompt": prompt, "text": clean_reflection(text), "model_version": self.spec.retro_model_version,
-                "gen_params": json.dumps(asdict(params), sort_keys=True), "prompt_tokens": pt,
-                "completion_tokens": ct, "created_at": queries.now(),
-            }
+        out: dict[str, list[dict[str, Any]]] = {}
+        own = GenParams(max_new_tokens=s.retro_max_new_tokens, temperature=s.retro_temperature, seed=s.seed)
+        self._reflect_call(failed, inputs, [0] * len(failed), own, out)
+        if s.branches > 1:
+            rows = [(live, text, g) for live, text in zip(failed, inputs) for g in range(1, s.branches)]
+            lives, texts, samples = (list(x) for x in zip(*rows))
+            seeds = tuple(branch_seed(s.seed, live.task.task_id, live.trial, g) for live, g in zip(lives, samples))
+            sampled = GenParams(max_new_tokens=s.retro_max_new_tokens, temperature=s.branch_temperature,
+                                seed=s.seed, seeds=seeds)
+            self._reflect_call(lives, texts, samples, sampled, out)
         return out
 
-    def _commit(self, finished: list[Live], reflected: dict[str, dict[str, Any]]) -> None:
+    def _reflect_call(self, lives: list[Live], inputs: list[str], samples: list[int], params: GenParams,
+                      out: dict[str, list[dict[str, Any]]]) -> None:
+        from retro.errors import raise_llm_errors
+
+        gen = self.retro.generate([reflection_prompt(text) for text in inputs], params)
+        raise_llm_errors(gen.errors)  # before the commit: the failed trials are rerun on resume
+        for i, (live, prompt, sample, text) in enumerate(zip(lives, inputs, samples, gen.texts)):
+            used = replace(params, seed=params.row_seed(i), seeds=()) if params.seeds else params
+            out.setdefault(live.task.task_id, []).append({
+                "run_id": self.spec.run_id, "task_id": live.task.task_id, "trial": live.trial, "sample": sample,
+                "env": self.spec.env, "prompt": prompt, "text": clean_reflection(text),
+                "model_version": self.spec.retro_model_version, "gen_params": json.dumps(asdict(used), sort_keys=True),
+                "prompt_tokens": gen.prompt_tokens[i], "completion_tokens": gen.completion_tokens[i],
+                "created_at": queries.now(),
+            })
+
+    def _commit(self, finished: list[Live], reflected: list[dict[str, Any]]) -> None:
         run_id = self.spec.run_id
         trials, steps = [], []
         for live in finished:
             trials.append({
-                "run_id": run_id, "task_id": live.task.task_id, "trial": live.trial, "env": self.spec.env,
-                "episode_return": live.episode_return, "success": live.success,
+                "run_id": run_id, "task_id": live.task.task_id, "trial": live.trial, "sample": live.sample,
+                "env": self.spec.env, "episode_return": live.episode_return, "success": live.success,
                 "score": live.score if live.score is not None else live.episode_return,
                 "n_steps": len(live.trajectory.steps),
                 "n_invalid": sum(not s.valid for s in live.trajectory.steps),
@@ -328,14 +417,17 @@ class Runner:
                 "completion_tokens": live.completion_tokens, "seconds": time.perf_counter() - live.started,
                 "created_at": queries.now(),
             })
-            steps += [{"run_id": run_id, "task_id": live.task.task_id, "trial": live.trial, "step": i + 1,
+            steps += [{"run_id": run_id, "task_id": live.task.task_id, "trial": live.trial, "sample": live.sample,
+                       "step": i + 1,
                        "thought": s.thought, "action": s.action, "observation": s.observation, "reward": s.reward,
                        "valid": s.valid} for i, s in enumerate(live.trajectory.steps)]
             self.episodes_done += 1
+            if live.sample:
+                continue  # a branch is not the task's line: its success does not stop the task
             self.last_trial[live.task.task_id] = live.trial
             if live.success:
                 self.solved.add(live.task.task_id)
-        written = queries.append_trials(self.lake, trials, steps, list(reflected.values()))
+        written = queries.append_trials(self.lake, trials, steps, reflected)
         for name, n in written.items():
             self.written[name] += n
         self._log_rounds()
@@ -356,13 +448,14 @@ class Runner:
 
     def _report(self, started: float) -> None:
         elapsed = time.perf_counter() - started
+        n, k, g = len(self.task_ids), self.spec.trials, self.spec.branches
         self.progress({"episodes_done": self.episodes_done, "successes": len(self.solved),
-                       "n_tasks": len(self.task_ids), "max_episodes": len(self.task_ids) * self.spec.trials,
+                       "n_tasks": n, "max_episodes": n * k + n * (k - 1) * (g - 1),  # every branch, at most
                        "completion_tokens": self.tokens[1],
                        "tokens_per_second": self.tokens[1] / elapsed if elapsed else 0.0})
 
     def _finish(self, started: float) -> RunResult:
-        trials = queries.committed_trials(self.lake, self.spec.run_id)
+        trials = queries.committed_trials(self.lake, self.spec.run_id).filter(pl.col("sample") == 0)
         curve = success_by_trial(trials, len(self.task_ids), self.spec.trials)
         seconds = time.perf_counter() - started
         result = RunResult(self.spec.run_id, len(self.task_ids), self.spec.trials, curve, dict(self.written),

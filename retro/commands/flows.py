@@ -1,4 +1,4 @@
-"""Commands that run Prefect flows: `retro demo`, `retro nightly`, `retro serve`, `retro train-flow`.
+"""Commands that run Prefect flows: `retro nightly`, `retro serve` (`retro demo` is retro/commands/demo.py).
 
 Prefect is imported only here (lazily) and in flows/: the library (retro/) stays Prefect-free.
 """
@@ -15,59 +15,7 @@ from typing import Annotated
 import httpx
 import typer
 
-from retro.commands.common import console, print_frame, settings
-
-
-def demo(
-    tasks: Annotated[int, typer.Option(help="Held-out tasks per evaluation rollout.")] = 4,
-    trials: Annotated[int, typer.Option(help="Trials per task.")] = 3,
-    train_tasks: Annotated[int, typer.Option(help="Tasks of the nightly training rollout.")] = 8,
-    env: Annotated[str, typer.Option(help="Environment.")] = "hotpotqa",
-) -> None:
-    """The main job at a small scale on the embedded model: the nightly flow, then all three modes side by side.
-
-    HotPotQA returns are token F1 here (success stays exact match): a 135M actor rarely answers exactly,
-    and with 0/1 returns every rating would be 0 and training would have nothing to learn from.
-
-    Example: retro demo
-    """
-    from flows.nightly import nightly_flow
-    from retro.agent.rollout import load_models
-    from retro.eval.compare import compare_modes
-    from retro.store import Lake
-
-    started = time.perf_counter()
-    overrides = {"preset": "tiny", "rollout": {"hotpotqa_return": "f1"}}
-    s = settings(**overrides)
-    console.rule("nightly-retrain (Prefect, embedded SmolLM2-135M)")
-    overrides["eval"] = {"tasks": tasks, "trials": trials}  # the nightly evaluation = the comparison's runs
-    night = nightly_flow(env=env, tasks=train_tasks, trials=trials, tag="demo", overrides=overrides)
-    console.rule("react vs reflexion vs retroformer on the held-out split")
-    lake = Lake(s)
-    candidate = (night.get("trained") or {}).get("candidate")
-    # retroformer = tonight's candidate (promoted or not; the evaluation already ran it), else the promoted one
-    table = compare_modes(s, lake, env=env, tasks=tasks, trials=trials, tag="demo",
-                          models_for=lambda mode, adapter: load_models(s, lake, mode, candidate or adapter))
-    shown = table.drop("run_id", strict=False)  # narrow enough for an 80-column terminal
-    shown = shown.rename({c: c.replace("success_trial_", "trial ") for c in shown.columns if c.startswith("success_")})
-    print_frame(shown, title=f"success rate after each trial ({env}, {tasks} held-out tasks)")
-    console.print(f"data sets: {night.get('datasets')}")
-    trained = night.get("trained") or {}
-    console.print(f"models: sft={trained.get('sft')} rm={trained.get('rm')} ppo={trained.get('ppo')}"
-                  + "".join(f"\n  {why}" for why in (trained.get("skipped") or {}).values()))
-    evaluation = night.get("evaluation")
-    if evaluation:
-        console.print(f"evaluation: candidate {evaluation['candidate']} {evaluation['candidate_curve']} vs "
-                      f"incumbent {evaluation['incumbent']} {evaluation['incumbent_curve']}; "
-                      f"promoted={evaluation['promoted']}")
-    with contextlib.suppress(ImportError):
-        from retro.eval.report import write_report
-
-        out = s.home / "report"
-        write_report(lake, out)
-        console.print(f"report: {out / 'index.html'}")
-    console.print(f"lake: {lake.catalog}  (try: retro sql \"SELECT * FROM lake.trials LIMIT 5\")")
-    console.print(f"demo wall time: {time.perf_counter() - started:.0f}s")
+from retro.commands.common import console, settings
 
 
 def nightly(
@@ -132,6 +80,5 @@ def _wait_healthy(url: str, server: subprocess.Popen, timeout_s: float = 180) ->
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(demo)
     app.command()(nightly)
     app.command()(serve)

@@ -10,6 +10,7 @@ import polars as pl
 from retro.agent.rollout import Models, load_models, rollout
 from retro.config import MODES, Settings
 from retro.errors import ModelNotFoundError
+from retro.eval.promote import held_out_settings
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ def compare_modes(settings: Settings, lake: Lake, *, env: str, tasks: int, trial
 
     Returns one row per mode: mode, model version, run id, success_trial_0..K-1.
     """
+    settings = held_out_settings(settings)
     models_for = models_for or (lambda mode, adapter: load_models(settings, lake, mode, adapter))
     rows = []
     for mode in modes:

@@ -41,6 +41,13 @@ class Comparison:
         return f"{verdict}: final success {c:.2%} (candidate {self.candidate}) vs {i:.2%} (incumbent {self.incumbent})"
 
 
+def held_out_settings(settings: Settings) -> Settings:
+    """Settings for a held-out evaluation: the Reflexion protocol, one reflection per failure (branches
+    are a way to collect training data; the main line they leave is the same)."""
+    rollout = settings.rollout.model_copy(update={"reflections_per_failure": 1})
+    return settings.model_copy(update={"rollout": rollout})
+
+
 def _record(lake: Lake, model_id: str, result: RunResult, env: str, split: str) -> None:
     lake.append({"model_evaluations": [{
         "model_id": model_id, "run_id": result.run_id, "env": env, "split": split,
@@ -56,6 +63,7 @@ def evaluate_candidate(settings: Settings, lake: Lake, candidate: str, *, env: s
     """Run candidate and incumbent on the held-out split, record both, promote the candidate if better."""
     from retro.train import registry
 
+    settings = held_out_settings(settings)
     env = env or settings.rollout.env
     check_counts(tasks, trials)  # before `or` turns an explicit 0 into the default
     split, tasks, trials = settings.eval.split, tasks or settings.eval.tasks, trials or settings.eval.trials

@@ -1,9 +1,11 @@
 """`retro report`: one HTML page with PNG figures, drawn from the lake's views (retro/store/views/*.sql).
 
 Figures: success rate after each trial per mode and model version (the paper's main figure, from
-`success_by_trial`), rating histograms per model version (`reflection_quality`), training curves
-(reward and KL from `model_versions.metrics`), and the lineage table (`model_lineage`). The curve
-data is written beside the page as curves.json (the view's rows), so it can be checked and re-plotted.
+`success_by_trial`), arms compared on the same held-out tasks (mean F1 and success per trial with 95%
+bootstrap bands, and the paired difference to reflexion: retro/eval/paired.py), rating histograms per
+model version (`reflection_quality`), training curves (reward and KL from `model_versions.metrics`), and
+the lineage table (`model_lineage`). The curve data is written beside the page as curves.json (the
+view's rows) and the comparisons as comparisons.json, so they can be checked and re-plotted.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import Any
 
 import polars as pl
 
+from retro.eval.paired import comparable_groups, compare_arms
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
 
 REWARD_KEY, KL_KEY = "objective/scores", "objective/kl"
+REWARD_KEYS = (REWARD_KEY, "objective/reward")  # PPO's score of the reward model; GRPO/RLOO's reward
 
 CURVES_SQL = """
 SELECT run_id, mode, env, split, retro_model_version, trial, n_solved, n_tasks, success_rate
@@ -138,6 +142,8 @@ def training_series(models: pl.DataFrame) -> tuple[dict[str, dict[str, list[floa
             log.warning("model %s: metrics are not JSON; left out of the training curves", model_id)
             continue
         history = metrics.get("history") if isinstance(metrics.get("history"), list) else []
+        if REWARD_KEY not in metrics and REWARD_KEYS[1] in metrics:  # a group trainer's reward, plotted alike
+            metrics[REWARD_KEY] = metrics[REWARD_KEYS[1]]
         curves = {key: [float(h[key]) for h in history if isinstance(h, dict) and key in h] for key in (REWARD_KEY, KL_KEY)}
         if any(len(v) > 1 for v in curves.values()):
             histories[model_id] = curves
@@ -171,6 +177,35 @@ def plot_training(models: pl.DataFrame, path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def plot_comparison(table: pl.DataFrame, title: str, path: Path) -> None:
+    """Mean F1 and success per trial per arm, each with its 95% bootstrap band over tasks."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, metric, label in ((axes[0], "f1", "mean F1"), (axes[1], "success", "success rate")):
+        for arm, part in table.group_by("arm", maintain_order=True):
+            x = part["trial"].to_list()
+            ax.plot(x, part[metric].to_list(), marker="o", label=arm[0])
+            ax.fill_between(x, part[f"{metric}_lo"].to_list(), part[f"{metric}_hi"].to_list(), alpha=0.15)
+        ax.set(title=f"{title}: {label}", xlabel="trial", ylabel=label)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def comparison_table(table: pl.DataFrame) -> pl.DataFrame:
+    """The pasteable table: per arm and trial, F1 and success with CIs, and the difference to reflexion."""
+    def ci(metric: str) -> pl.Expr:
+        return pl.format("{} [{}, {}]", *(pl.col(c).round(3) for c in (metric, f"{metric}_lo", f"{metric}_hi")))
+
+    columns = [pl.col("arm"), pl.col("trial"), ci("f1").alias("F1 [95% CI]"), ci("success").alias("success [95% CI]")]
+    if "d_f1" in table.columns:
+        columns += [ci("d_f1").alias("F1 - reflexion"), ci("d_success").alias("success - reflexion")]
+    return table.select(columns)
 
 
 # -- page ------------------------------------------------------------------------------------------------------
@@ -213,6 +248,14 @@ def write_report(lake: Lake, out_dir: Path | str) -> Path:
         plot_success_curves(data.curves, out / "success_by_trial.png")
         figure("Success rate after each trial, per mode and model version", "success_by_trial.png")
         sections.append(frame_html(mean_curves(data.curves)))
+    comparisons = {}
+    for n, (name, arms) in enumerate(comparable_groups(lake).items()):
+        table = compare_arms(lake, arms)
+        comparisons[name] = table.to_dicts()
+        plot_comparison(table, name, out / f"comparison_{n}.png")
+        figure(f"Arms on the same held-out tasks: {name}", f"comparison_{n}.png")
+        sections.append(frame_html(comparison_table(table)))
+    (out / "comparisons.json").write_text(json.dumps(comparisons, indent=1, default=str))
     if not data.ratings.is_empty():
         plot_rating_histograms(data.ratings, out / "ratings.png")
         figure("Reflection ratings per model version", "ratings.png")

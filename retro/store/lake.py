@@ -37,15 +37,17 @@ KEYS: dict[str, tuple[str, ...]] = {
     "tasks": ("env", "split", "task_id"),
     "runs": ("run_id",),
     "run_ends": ("run_id",),
-    "trials": ("run_id", "task_id", "trial"),
-    "steps": ("run_id", "task_id", "trial", "step"),
-    "reflections": ("run_id", "task_id", "trial"),
-    "ratings": ("run_id", "task_id", "trial", "label_version"),
+    "trials": ("run_id", "task_id", "trial", "sample"),
+    "steps": ("run_id", "task_id", "trial", "sample", "step"),
+    "reflections": ("run_id", "task_id", "trial", "sample"),
+    "ratings": ("run_id", "task_id", "trial", "sample", "label_version"),
     "dataset_versions": ("dataset", "version"),
     "model_versions": ("model_id",),
     "model_evaluations": ("model_id", "run_id"),
     "promotions": ("model_id", "promoted_at"),
 }
+# Key columns a writer may leave out: rows written without them take this value (as the lake's DEFAULT does).
+KEY_DEFAULTS: dict[str, Any] = {"sample": 0}
 
 
 # -- extensions ----------------------------------------------------------------------------------------
@@ -346,6 +348,8 @@ class Lake:
     @staticmethod
     def _insert_new(con: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
         keys = KEYS[name]
+        df = df.with_columns(pl.lit(KEY_DEFAULTS[k], pl.Int32).alias(k) for k in keys
+                             if k in KEY_DEFAULTS and k not in df.columns)
         df = df.unique(subset=list(keys), keep="first", maintain_order=True)
         con.register("incoming", df.to_arrow())
         match = " AND ".join(f"t.{k} IS NOT DISTINCT FROM n.{k}" for k in keys)

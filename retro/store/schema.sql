@@ -88,3 +88,7 @@ ALTER TABLE trials ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
 ALTER TABLE steps ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
 ALTER TABLE reflections ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
 ALTER TABLE ratings ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
+
+-- The tag that makes a run of an otherwise identical spec (e.g. the nightly date, a benchmark's name), so
+-- the runs compared side by side can be found again (NULL in lakes made before it was recorded).
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS tag VARCHAR;

@@ -29,7 +29,7 @@ from retro.store.lake import Lake
 log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "datasets"
-NAMES = ("sft", "reward", "reward_pairs", "ppo")  # datasets/<name>.sql
+NAMES = ("sft", "reward", "reward_pairs", "ppo", "replay")  # datasets/<name>.sql
 
 
 @dataclass(frozen=True)

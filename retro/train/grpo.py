@@ -4,8 +4,9 @@ RLOOTrainer), `train.trainer = grpo | rloo`.
 For each reflection prompt of a failed trial the policy samples `train.num_generations` reflections;
 each is scored and its advantage is its score against the others of its group (GRPO: the group's mean
 and spread; RLOO: the mean of the other samples), so no value model is needed. The score is a reward
-function: the trained reward model here (`RewardModelScore`), or, with the environment reward
-(retro/train/env_reward.py), the return of the actor's next trial with that reflection.
+function: the trained reward model (`RewardModelScore`, settings train.reward = model), or the environment
+itself (train.reward = environment, retro/train/env_reward.py): the return of the actor's next trial
+with that reflection, minus the failed trial's; its prompts are then datasets/replay.sql's failed trials.
 
 Like PPO: the policy starts from the SFT adapter merged into the base (the base alone when SFT was
 skipped), trains a fresh LoRA adapter, the KL reference is the same model with the adapter off, and
@@ -21,9 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from retro.config import Settings
+from retro.llm.base import LLM
 from retro.store.lake import Lake
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
+from retro.train.env_reward import EnvironmentReward
 from retro.train.ppo import Parent, resolve_parent, save_standalone_adapter
 from retro.train.registry import ModelVersion, register_model_version, trained_before
 from retro.train.result import Skipped, skip
@@ -65,22 +68,25 @@ def group_metrics(log_history: list[dict], seconds: float) -> dict[str, float]:
 
 
 def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion | None = None,
-                sft: Parent = None, reward_model: Parent = None, reward_fn: RewardFn | None = None,
-                extra_parents: tuple[str, ...] = (), algorithm: str | None = None) -> ModelVersion | Skipped:
-    """GRPO or RLOO (settings.train.trainer, or `algorithm`) on datasets/ppo.sql (built now if not given).
+                sft: Parent = None, reward_model: Parent = None, actor: LLM | None = None,
+                algorithm: str | None = None) -> ModelVersion | Skipped:
+    """GRPO or RLOO (settings train.trainer, or `algorithm`) on the prompts of failed trials: datasets/ppo.sql
+    with the reward model, datasets/replay.sql with the environment's reward (built now if not given).
 
-    The reward is `reward_fn` when given (then `extra_parents` names what it depends on, for the model id),
-    else the reward model (`reward_model`: a ModelVersion, an id, a Skipped, or None for the newest).
+    `reward_model`: a ModelVersion, an id, a Skipped, or None for the newest registered one (reward = model).
+    `actor`: the actor that plays the environment's reward (reward = environment; default: settings.actor).
     """
-    algorithm = algorithm or settings.train.trainer
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     from datasets import Dataset
 
-    # 1. parents: a reward (function, or reward model) is required, the SFT policy is optional
+    algorithm = algorithm or settings.train.trainer
+    by_environment = settings.train.reward == "environment"
+
+    # 1. parents: a reward model unless the environment rewards; the SFT policy is optional
     base_name = settings.retrospective.model
     rm = None
-    if reward_fn is None:
+    if not by_environment:
         rm = resolve_parent(lake, reward_model, "rm", base_name)
         if rm is None:
             why = reward_model.reason if isinstance(reward_model, Skipped) else "none is registered"
@@ -88,12 +94,13 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
     policy_parent = resolve_parent(lake, sft, "sft", base_name)
 
     # 2. data: the prompts of failed trials, as one-turn chats
-    data = dataset_version or build_dataset(settings, lake, "ppo")
+    data = dataset_version or build_dataset(settings, lake, "replay" if by_environment else "ppo")
     frame = data.frame()
     if frame.height == 0:
         return skip(algorithm, f"skip {algorithm}: 0 reflection prompts of failed trials in {data.label}")
-    parents = (policy_parent.model_id if policy_parent else None, rm.model_id if rm else None, *extra_parents)
-    model_id = lora.model_id_for(settings, algorithm, frame, parents)
+    reward_name = f"environment:{actor.name if actor else settings.actor.model}" if by_environment else rm.model_id
+    model_id = lora.model_id_for(settings, algorithm, frame, (policy_parent.model_id if policy_parent else None,
+                                                              reward_name))
     if (done := trained_before(lake, model_id)) is not None:
         return done
 
@@ -102,7 +109,12 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
     base = lora.base_model_path(settings)
     tokenizer = lora.load_tokenizer(base)
     policy = lora.load_policy(base, policy_parent.adapter_path if policy_parent else None, tokenizer, merge=True)
-    if reward_fn is None:
+    if by_environment:
+        from retro.llm import make_llm
+
+        reward_fn: RewardFn = EnvironmentReward(settings, lake, actor or make_llm(settings.actor, settings), frame,
+                                                model_id)
+    else:
         scorer = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
         reward_fn = RewardModelScore(scorer, tokenizer, settings.train.max_length)
     rows = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}]} for row in frame.iter_rows(named=True)]
@@ -121,7 +133,8 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         gradient_accumulation_steps=completions // micro,
         num_generations=group,
         max_completion_length=t.max_new_tokens,
-        max_steps=max(t.ppo_total_episodes // completions, 1),
+        # as PPO: ppo_total_episodes sampled reflections, each batch of them optimised ppo_epochs times
+        max_steps=max(t.ppo_total_episodes // completions, 1) * t.ppo_epochs,
         num_iterations=t.ppo_epochs,
         beta=t.ppo_kl_coef,
         temperature=settings.rollout.branch_temperature,
@@ -132,6 +145,9 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    played = reward_fn.run_ids if isinstance(reward_fn, EnvironmentReward) else []
+    if isinstance(reward_fn, EnvironmentReward):
+        reward_fn.finish()
 
     # 5. save one standalone adapter atomically, then register it
     try:
@@ -149,7 +165,7 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         dataset=data.dataset, dataset_version=data.version,
         parent_model_id=policy_parent.model_id if policy_parent else None,
         config={**settings.model_dump(mode="json"), "reward_model_id": rm.model_id if rm else None,
-                "reward": getattr(reward_fn, "__name__", "reward_fn"), "reward_parents": list(extra_parents)},
+                "reward": reward_name, "reward_run_ids": played},
         metrics=metrics,
     )
     register_model_version(lake, version)

@@ -14,7 +14,7 @@ from retro.train.datasets import build_datasets
 from retro.train.grpo import train_group
 from retro.train.ppo import train_ppo
 from retro.train.registry import ModelVersion
-from retro.train.result import Skipped
+from retro.train.result import Skipped, skip
 from retro.train.reward import train_reward_model
 from retro.train.sft import train_sft
 
@@ -31,11 +31,15 @@ def train_all(settings: Settings, lake: Lake, snapshot: int | None = None) -> di
     trainer = settings.train.trainer
     data = build_datasets(settings, lake, snapshot)
     sft = train_sft(settings, lake, data["sft"])
-    rm = train_reward_model(settings, lake, data["reward"], data["reward_pairs"])
+    if settings.train.reward == "environment":  # the environment scores the policy: no reward model needed
+        rm: ModelVersion | Skipped = skip("rm", "skip reward model: train.reward=environment scores reflections")
+    else:
+        rm = train_reward_model(settings, lake, data["reward"], data["reward_pairs"])
     if trainer == "ppo":
         policy = train_ppo(settings, lake, data["ppo"], sft=sft, reward_model=rm)
     else:
-        policy = train_group(settings, lake, data["ppo"], sft=sft, reward_model=rm)
+        prompts = data["replay"] if settings.train.reward == "environment" else data["ppo"]
+        policy = train_group(settings, lake, prompts, sft=sft, reward_model=rm)
 
     stages: dict[str, ModelVersion | Skipped] = {"sft": sft, "rm": rm, trainer: policy}
     result: dict[str, Any] = {

@@ -1,0 +1,198 @@
+"""The learning effect: does a retrospective model tuned by policy gradient beat the frozen one on
+held-out tasks, with the real environment and the real models?
+
+    just bench --only learning            the published size (about 90 min on 2 idle cores)
+    just bench --only learning --quick    a check of the mechanics (under 20 min)
+    just bench --only learning --full     every train and held-out question (hours)
+
+1. One night on HotPotQA's train split: reflexion with G reflections per failure (branches), F1 returns;
+   label; data sets; SFT -> reward model -> PPO (the paper's), then GRPO and RLOO from the same SFT
+   adapter and reward model, and GRPO with the environment's own reward (no reward model).
+2. Held-out questions x 3 trials, greedy actor, the same seed for every arm: react, reflexion (frozen
+   base model), and retroformer with each candidate adapter.
+3. Per arm and trial: mean F1 and exact-match success, the paired difference to reflexion with a
+   bootstrap 95% CI over tasks (retro/eval/paired.py); tokens and wall / CPU time of every stage.
+
+Resumable: everything goes to the lake in bench/out/learning-<size>/, rollouts resume by run id and a
+trained stage is found again by its model id, so a stopped run continues where it was.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from common import ROOT, fresh_settings
+
+SIZES = {  # train tasks, held-out tasks, held-out trials, PPO/GRPO episodes
+    "quick": {"train": 12, "held_out": 12, "trials": 3, "episodes": 16},
+    "default": {"train": 40, "held_out": 40, "trials": 3, "episodes": 64},
+    "full": {"train": 98, "held_out": 100, "trials": 3, "episodes": 256},
+}
+BRANCHES = 4  # reflections per failure in the training night
+TAG = "learning-bench"
+
+
+@dataclass
+class Stage:
+    name: str
+    wall: float
+    cpu: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    note: str = ""
+
+
+class Clock:
+    """Wall and CPU seconds (all threads of this process) of each stage."""
+
+    def __init__(self) -> None:
+        self.stages: list[Stage] = []
+
+    def time(self, name: str, fn, *args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn(*args, **kwargs)
+        stage = Stage(name, time.perf_counter() - wall, time.process_time() - cpu)
+        for attr in ("prompt_tokens", "completion_tokens"):
+            setattr(stage, attr, getattr(out, attr, 0))
+        self.stages.append(stage)
+        return out
+
+
+def home_for(size: str) -> Path:
+    home = ROOT / "bench" / "out" / f"learning-{size}"  # git-ignored; kept so a stopped run resumes
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def settings_for(home: Path, size: str, **train):
+    from retro.config import load_settings
+
+    overrides = {
+        "rollout": {"hotpotqa_return": "f1", "reflections_per_failure": BRANCHES},
+        "train": {"ppo_total_episodes": SIZES[size]["episodes"], **train},
+    }
+    if not (home / "models").exists():
+        return fresh_settings(home, share_models=True, **overrides)
+    os.environ["RETRO_HOME"] = str(home)
+    return load_settings(home=home, **overrides)
+
+
+def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
+    """Step 1: the training night. Returns candidate name -> adapter model id (stages that trained)."""
+    from retro.agent.rating import rate_reflections
+    from retro.agent.rollout import rollout
+    from retro.train.datasets import build_datasets
+    from retro.train.grpo import train_group
+    from retro.train.pipeline import train_all
+    from retro.train.registry import get_model_version
+
+    clock.time("night rollout (train split, G=4)", rollout, settings, lake, env="hotpotqa", split="train",
+               mode="reflexion", tasks=SIZES[size]["train"], trials=2, tag=TAG)
+    clock.time("label", rate_reflections, lake, settings.label.version)
+    trained = clock.time("data sets + SFT + reward model + PPO", train_all, settings, lake)
+    candidates = {"ppo": trained["ppo"]} if trained["ppo"] else {}
+    sft = get_model_version(lake, trained["sft"]) if trained["sft"] else None
+    data = build_datasets(settings, lake, trained["snapshot"])
+    from retro.train.result import Skipped
+
+    sft_parent = sft or Skipped("sft", trained["skipped"].get("sft", "skipped"))
+    rm_parent = get_model_version(lake, trained["rm"]) if trained["rm"] else Skipped("rm", trained["skipped"]["rm"])
+    for name, reward in (("grpo", "model"), ("rloo", "model"), ("grpo-env", "environment")):
+        trainer = name.split("-")[0]
+        s = settings.model_copy(update={"train": settings.train.model_copy(update={"trainer": trainer,
+                                                                                    "reward": reward})})
+        prompts = data["replay"] if reward == "environment" else data["ppo"]
+        out = clock.time(f"{name}: {trainer.upper()} on the {reward} reward", train_group, s, lake, prompts,
+                         sft=sft_parent, reward_model=rm_parent)
+        if not isinstance(out, Skipped):
+            candidates[name] = out.model_id
+    if not candidates and sft is not None:
+        candidates["sft"] = sft.model_id
+    return candidates
+
+
+def evaluate(settings, lake, clock: Clock, size: str, candidates: dict[str, str]) -> dict[str, str]:
+    """Step 2: every arm on the same held-out tasks. Returns arm name -> run id."""
+    from retro.agent.rollout import load_models, rollout
+    from retro.eval.promote import held_out_settings
+
+    s = held_out_settings(settings)  # the Reflexion protocol: one greedy reflection per failure
+    arms = {}
+    for name, mode, adapter in [("react", "react", None), ("reflexion", "reflexion", None),
+                                *((f"retroformer {c}", "retroformer", m) for c, m in candidates.items())]:
+        models = load_models(s, lake, mode, adapter)
+        result = clock.time(f"held-out: {name}", rollout, s, lake, env="hotpotqa", split=s.eval.split, mode=mode,
+                            tasks=SIZES[size]["held_out"], trials=SIZES[size]["trials"], tag=TAG, models=models)
+        arms[name] = result.run_id
+    return arms
+
+
+def ratings_lines(lake) -> list[str]:
+    rated = lake.read("""
+        SELECT count(*) AS n, count(*) FILTER (WHERE rating > 0) AS positive, count(*) FILTER (WHERE rating < 0)
+               AS negative, count(*) FILTER (WHERE rating = 0) AS zero, round(avg(rating), 4) AS mean
+        FROM lake.reflection_quality q JOIN lake.runs r USING (run_id) WHERE r.split = 'train'""")
+    groups = lake.read("""
+        SELECT count(*) AS groups, count(*) FILTER (WHERE NOT all_equal) AS with_contrast,
+               count(*) FILTER (WHERE best_beats_greedy) AS best_beats_sample_0
+        FROM lake.reflection_groups g JOIN lake.runs r USING (run_id) WHERE r.split = 'train'""")
+    pairs = lake.read("SELECT row_count FROM lake.dataset_versions WHERE dataset = 'reward_pairs' "
+                      "ORDER BY snapshot_id DESC LIMIT 1")
+    n, pos, neg, zero, mean = rated.row(0)
+    g, contrast, beats = groups.row(0)
+    return [(f"Training night ratings: {n} reflections rated, {pos} positive, {zero} zero, {neg} negative (mean "
+            f"{mean}); {g} failures with {BRANCHES} branches each, {contrast} whose branches ended differently, "
+            f"{beats} where the best of {BRANCHES} beat sample 0; "
+            f"{pairs['row_count'][0] if pairs.height else 0} reward pairs.")]
+
+
+def verdict(table: pl.DataFrame) -> list[str]:
+    """One line per candidate: the difference to reflexion after the last trial, and what its CI says."""
+    last = table.filter(pl.col("trial") == table["trial"].max()).filter(pl.col("arm").str.starts_with("retroformer"))
+    lines = []
+    for arm, d, lo, hi, ds, dslo, dshi in last.select("arm", "d_f1", "d_f1_lo", "d_f1_hi", "d_success",
+                                                       "d_success_lo", "d_success_hi").iter_rows():
+        says = "a gain" if lo > 0 else "a loss" if hi < 0 else "no difference it can tell from zero"
+        lines.append(f"- **{arm} - reflexion after the last trial: F1 {d:+.3f} [{lo:+.3f}, {hi:+.3f}], success "
+                     f"{ds:+.3f} [{dslo:+.3f}, {dshi:+.3f}]**: {says}.")
+    return lines
+
+
+def run(quick: bool, full: bool = False) -> list[str]:
+    from retro.eval.paired import compare_arms
+    from retro.eval.report import comparison_table
+    from retro.store import Lake
+
+    size = "full" if full else "quick" if quick else "default"
+    home = home_for(size)
+    settings = settings_for(home, size)
+    lake = Lake(settings)
+    clock = Clock()
+    candidates = night(settings, lake, clock, size)
+    arms = evaluate(settings, lake, clock, size, candidates)
+    table = compare_arms(lake, arms)
+    return [
+        f"Size `{size}`: {SIZES[size]['train']} HotPotQA train questions x 2 trials with {BRANCHES} reflections per "
+        f"failure (F1 returns), {SIZES[size]['episodes']} sampled reflections per policy-gradient stage; "
+        f"{SIZES[size]['held_out']} held-out questions x {SIZES[size]['trials']} trials per arm, greedy actor and "
+        "retrospective model, embedded SmolLM2-135M for both. Lake: `bench/out/learning-" + size + "/`.\n",
+        *markdown(comparison_table(table)), "",
+        *verdict(table), "",
+        *ratings_lines(lake), "",
+        "| stage | wall s | CPU s | prompt tokens | generated tokens |", "|---|---|---|---|---|",
+        *(f"| {s.name} | {s.wall:.0f} | {s.cpu:.0f} | {s.prompt_tokens:,} | {s.completion_tokens:,} |"
+          for s in clock.stages),
+        "",
+        "Candidates (model ids, lineage in `retro sql \"SELECT * FROM lake.model_lineage\"`): "
+        + ", ".join(f"{k} = `{v}`" for k, v in candidates.items()),
+    ]
+
+
+def markdown(df: pl.DataFrame) -> list[str]:
+    """A polars frame as a markdown table."""
+    return [" | ".join(["", *df.columns, ""]).strip(), "|" + "---|" * len(df.columns),
+            *(" | ".join(["", *(str(v) for v in row), ""]).strip() for row in df.iter_rows())]
