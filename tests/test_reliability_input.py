@@ -284,11 +284,6 @@ def test_bad_task_file_is_one_line_at_load(retro_home, tmp_path, monkeypatch, ed
     assert expected in line and ("fix the file" in line or "restore the shipped file" in line)
 
 
-ADAPTER_OWNER = ("fix in retro/agent/rollout.py resolve_adapter (lead): parse adapter_config.json and "
-                 "check adapter_model.safetensors/.bin before any model loads")
-
-
-@pytest.mark.xfail(strict=True, reason=ADAPTER_OWNER)
 @pytest.mark.parametrize("damage,expected", [
     ("config", "adapter_config.json of model version ppo-x is not valid JSON"),
     ("weights", "adapter weights of model version ppo-x are missing"),

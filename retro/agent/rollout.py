@@ -13,7 +13,7 @@ from retro.agent.runner import ProgressFn, RolloutSpec, Runner, RunResult
 from retro.config import MODES, Settings
 from retro.envs import env_class, get_env, select_tasks
 from retro.errors import ConfigError, LakeBusyError, ModelNotFoundError
-from retro.llm.base import LLM, same_base_model
+from retro.llm.base import LLM, read_adapter_config, same_base_model
 from retro.provenance import code_version
 from retro.store.lake import Lake
 
@@ -46,17 +46,13 @@ def resolve_adapter(lake: Lake, adapter: str | None, base_model: str | None = No
             )
     if not version.adapter_path:
         raise ModelNotFoundError(f"model version {version.model_id} has no adapter path: pick another with --adapter")
-    if not (Path(version.adapter_path) / "adapter_config.json").is_file():
-        raise ModelNotFoundError(
-            f"adapter of model version {version.model_id} is missing at {version.adapter_path}: restore that folder "
-            "(e.g. from the backup of $RETRO_HOME/models) or pick another with --adapter (`retro models list`)"
-        )
     if base_model is not None and not same_base_model(version.base_model, base_model):
         raise ModelNotFoundError(
             f"adapter {version.model_id} was trained on base model {version.base_model!r}, but "
             f"RETRO_RETROSPECTIVE__MODEL is {base_model!r}: set it to {version.base_model!r} or pick an adapter "
             "trained on this base (`retro models list`)"
         )
+    read_adapter_config(Path(version.adapter_path), f"model version {version.model_id}")
     return version.model_id, str(version.adapter_path)
 
 

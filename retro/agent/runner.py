@@ -129,6 +129,7 @@ class RunResult:
     prompt_tokens: int
     completion_tokens: int
     seconds: float
+    retried: int = 0  # model calls a served backend had to retry (timeouts, 5xx) during this run
 
     @property
     def tokens_per_second(self) -> float:
@@ -172,6 +173,7 @@ class Runner:
         self.last_trial: dict[str, int] = {}  # task_id -> highest trial finished (committed or resumed)
         self.solved: set[str] = set()
         self.rounds_logged = 0  # trials 0..rounds_logged-1 have had their success rate logged
+        self.retried_before = self._retried()
 
     # -- setup -------------------------------------------------------------------------------------------
     def _tasks(self) -> dict[str, Task]:
@@ -308,7 +310,7 @@ class Runner:
     def _needs_reflection(self, live: Live) -> bool:
         return self.spec.reflects and live.sample == 0 and not live.success and live.trial + 1 < self.spec.trials
 
-    def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, seed: int) -> list[str | None]:
+    def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, seed: int) -> list[str]:
         """One batched actor call; a prompt the server never answered ends the run, not its episode."""
         from retro.errors import raise_llm_errors
 
@@ -331,7 +333,7 @@ class Runner:
         tails = [THOUGHT_PREFIX.format(n=len(live.trajectory.steps) + 1) for live in acting]
         texts = self._generate(self.actor, acting, tails, self.spec.actor_max_new_tokens, self.spec.seed)
         for live, text in zip(acting, texts):
-            live.pending_thought = clean_line(text) if text is not None else ""
+            live.pending_thought = clean_line(text)
 
     def _act(self, acting: list[Live]) -> None:
         lives = [live for live in acting if not live.done]
@@ -341,8 +343,7 @@ class Runner:
             tails.append(f"{THOUGHT_PREFIX.format(n=n)} {live.pending_thought}\n{ACTION_PREFIX.format(n=n)}")
         texts = self._generate(self.actor, lives, tails, self.spec.actor_max_new_tokens, self.spec.seed)
         for live, text in zip(lives, texts):
-            if text is not None:
-                self._step(live, text)
+            self._step(live, text)
 
     def _step(self, live: Live, text: str) -> None:
         action = self.env.parse_action(clean_line(text))  # the environment's own syntax: Search[x], go to desk 1
@@ -454,16 +455,20 @@ class Runner:
                        "completion_tokens": self.tokens[1],
                        "tokens_per_second": self.tokens[1] / elapsed if elapsed else 0.0})
 
+    def _retried(self) -> int:
+        """Calls the served backends retried so far (OpenAIBackend.retried; local backends never retry)."""
+        return sum(getattr(llm, "retried", 0) for llm in {id(m): m for m in (self.actor, self.retro) if m}.values())
+
     def _finish(self, started: float) -> RunResult:
         trials = queries.committed_trials(self.lake, self.spec.run_id).filter(pl.col("sample") == 0)
         curve = success_by_trial(trials, len(self.task_ids), self.spec.trials)
         seconds = time.perf_counter() - started
         result = RunResult(self.spec.run_id, len(self.task_ids), self.spec.trials, curve, dict(self.written),
-                           self.tokens[0], self.tokens[1], seconds)
+                           self.tokens[0], self.tokens[1], seconds, self._retried() - self.retried_before)
         if self.shard is None:
             queries.record_run_end(self.lake, self.spec.run_id, "completed",
-                                   {"success_by_trial": curve, "written": result.written})
-        log.info("run %s: success by trial %s (%d new trials, %.1f tok/s)", self.spec.run_id,
-                 " ".join(f"{x:.2f}" for x in curve), self.written["trials"], result.tokens_per_second)
+                                   {"success_by_trial": curve, "written": result.written, "retried": result.retried})
+        log.info("run %s: success by trial %s (%d new trials, %.1f tok/s, %d calls retried)", self.spec.run_id,
+                 " ".join(f"{x:.2f}" for x in curve), self.written["trials"], result.tokens_per_second, result.retried)
         return result
 

@@ -58,6 +58,7 @@ def rollout(
         result = run_rollout(s, lake, env=env, split=split, mode=mode, tasks=tasks, trials=trials,
                              adapter=adapter, tag=tag, progress=progress)
     summary = {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written,
+               "retried": result.retried,
                "seconds": round(result.seconds, 1), "tokens_per_second": round(result.tokens_per_second, 1)}
     _print_rollout(summary, as_json, f" in {result.seconds:.0f}s ({result.tokens_per_second:.1f} tok/s)")
 
@@ -67,7 +68,8 @@ def _print_rollout(summary: dict, as_json: bool, timing: str) -> None:
     if as_json:
         print(json.dumps(summary))
         return
-    console.print(f"run [bold]{summary['run_id']}[/bold]: {summary['written']['trials']} new trials{timing}")
+    retried = f", {summary['retried']} model calls retried" if summary.get("retried") else ""
+    console.print(f"run [bold]{summary['run_id']}[/bold]: {summary['written']['trials']} new trials{timing}{retried}")
     for i, rate in enumerate(summary["success_by_trial"]):
         console.print(f"  success after trial {i}: {rate:.0%}")
 

@@ -7,6 +7,7 @@ answer such as "Thought 1:"), so the actor can steer an instruct model with a Re
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -80,3 +81,27 @@ def same_base_model(trained_on: str, configured: str) -> bool:
     a, b = Path(trained_on).expanduser(), Path(configured).expanduser()
     return trained_on == configured or a.resolve() == b.resolve() or a.name.lower() == b.name.lower()
 
+
+
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def read_adapter_config(folder: Path, label: str) -> dict:
+    """A peft adapter folder's config, after checking that its weights are there; `label` names the adapter
+    in the one-line error ("model version ppo-x"), which says what is damaged instead of failing later."""
+    from retro.errors import ModelNotFoundError
+
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise ModelNotFoundError(f"adapter of {label} is missing at {folder} (no adapter_config.json): restore that "
+                                 "folder (e.g. from the backup of $RETRO_HOME/models) or pick another with --adapter "
+                                 "(`retro models list`)")
+    try:
+        config = json.loads(config_file.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ModelNotFoundError(f"adapter_config.json of {label} is not valid JSON ({config_file}): restore the "
+                                 "adapter folder from a backup or retrain it") from None
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ModelNotFoundError(f"adapter weights of {label} are missing ({folder} has no "
+                                 f"{' or '.join(WEIGHT_FILES)}): restore the adapter folder from a backup or retrain it")
+    return config if isinstance(config, dict) else {}

@@ -9,7 +9,6 @@ and one with an adapter switches to its own by name; a per-base lock keeps the t
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -23,7 +22,7 @@ import torch
 from retro.config import ModelSettings
 from retro.errors import ModelNotFoundError
 from retro.llm.attention import use_grouped_sdpa
-from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop, same_base_model
+from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop, read_adapter_config, same_base_model
 from retro.llm.decode import Sampler, decode, stop_check
 from retro.llm.kv_batch import Reuse, alone_above, build_batch, prefill_alone, row_columns, row_kv
 from retro.llm.prefix_cache import PrefixCache
@@ -143,12 +142,7 @@ def release_bases() -> None:
 
 def _check_adapter(adapter_path: Path, base_path: Path) -> None:
     """Refuse an adapter that is missing or was trained on another base, before peft half-loads it."""
-    config_file = adapter_path / "adapter_config.json"
-    if not config_file.is_file():
-        raise ModelNotFoundError(
-            f"adapter {adapter_path} not found (no adapter_config.json): check the model version's path"
-        )
-    trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path") or ""
+    trained_on = read_adapter_config(adapter_path, f"adapter {adapter_path}").get("base_model_name_or_path") or ""
     if trained_on and not same_base_model(trained_on, str(base_path)):
         raise ModelNotFoundError(
             f"adapter {adapter_path} was trained on {trained_on}, not on {base_path}: "
