@@ -111,7 +111,7 @@ def test_environment_reward_raises_held_out_reflections(settings, lake, toy_base
     run_ids = trained.config["reward_run_ids"]
     played = lake.read("SELECT task_id, trial, sample, memory, episode_return FROM lake.trials WHERE run_id = ?",
                        [run_ids[0]])
-    assert played.height == trained.metrics["group/updates"] * settings.train.batch_size * 4
+    assert played.height == trained.metrics["group/updates"] * settings.train.batch_size  # 2 prompts x 4
     assert (played["sample"] >= 1).all() and all(len(json.loads(m)) == 1 for m in played["memory"])
     run = lake.read("SELECT mode, split, retro_model_version FROM lake.runs WHERE run_id = ?", [run_ids[0]])
     assert run.row(0) == ("retroformer", "train", trained.model_id)

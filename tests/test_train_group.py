@@ -64,7 +64,7 @@ def test_group_trainers_train_on_the_reward_model_and_register_a_standalone_adap
     assert policy["parent_model_id"] == result["sft"]
     assert get_model_version(lake, result[trainer]).config["reward_model_id"] == result["rm"]
     metrics = json.loads(policy["metrics"])
-    assert metrics["group/updates"] == 1 and "objective/reward" in metrics  # 4 episodes / (2 prompts x 2)
+    assert metrics["group/updates"] == 2 and "objective/reward" in metrics  # 4 episodes / (1 prompt x 2)
     tokenizer = lora.load_tokenizer(tiny_model_dir)
     path = lora.adapter_dir(train_settings, result[trainer])
     assert json.loads((path / "adapter_config.json").read_text())["r"] == 2 * train_settings.train.lora_r

@@ -119,10 +119,11 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         reward_fn = RewardModelScore(scorer, tokenizer, settings.train.max_length)
     rows = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}]} for row in frame.iter_rows(named=True)]
 
-    # 4. trl's Config + Trainer: `batch_size` prompts x `num_generations` samples per update
+    # 4. trl's Config + Trainer: an update samples `batch_size` reflections, as PPO's does: batch_size /
+    # num_generations prompts (at least one) x num_generations samples each
     t = settings.train
     group = t.num_generations
-    completions = t.batch_size * group
+    completions = max(t.batch_size // group, 1) * group
     micro = lora.micro_batch(completions)
     final, work = lora.new_adapter(settings, model_id)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
