@@ -51,8 +51,17 @@ class ModelSettings(Section):
     kv_cache_mb: int = Field(2048, ge=0)  # local backend: keys/values of recent prompts kept, so a prompt that continues one prefills only its new tokens (0: off)
     concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
     connect_timeout_s: float = Field(5.0, gt=0)  # openai backend: a server that does not accept by then is down
-    read_timeout_s: float = Field(60.0, gt=0)  # openai backend: the wait for an answer (a CPU server is slow)
+    # openai backend: the wait for an answer; a CPU llama-server prefilling 8 prompts of ~900 tokens at once
+    # took over 60 s, and a retry only queues the same work again
+    read_timeout_s: float = Field(300.0, gt=0)
     retries: int = Field(3, ge=0)  # openai backend: more tries of a prompt after a timeout, 429, 5xx or bad reply
+    # openai backend: what the server answers to a prefilled assistant turn (the actor's "Thought 3:"): the
+    # continuation, or the prefill followed by it; auto = ask it once (retro/llm/served.py)
+    prefill: Literal["auto", "continues", "echoes"] = "auto"
+    # openai backend, retroformer mode: how the server serves a trained adapter: vllm as a model named by its
+    # model_id (--lora-modules), llama-server as <model_id>.gguf among its --lora files (retro models export)
+    adapter_server: Literal["none", "vllm", "llama-server"] = "none"
+    adapter_load: bool = False  # adapter_server=vllm: load the adapter at run time when the server lacks it
 
 
 class RolloutSettings(Section):

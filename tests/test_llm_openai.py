@@ -1,15 +1,14 @@
-"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 (http.server in a thread)."""
+"""The OpenAI-compatible backend against a real HTTP server on 127.0.0.1 (tests/fakeserver.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fakeserver import FakeServer
 
 from retro.config import ModelSettings, load_settings
 from retro.errors import BackendUnreachableError, ConfigError
@@ -20,66 +19,16 @@ from retro.llm.openai_compat import OpenAIBackend
 KEY = "sk-test-0123456789secret"
 
 
-class FakeServer:
-    """An OpenAI-style server: replies from `script` first (status, body), then echoes the prompt."""
-
-    def __init__(self):
-        self.script: list[tuple[int, str]] = []
-        self.requests: list[dict] = []  # {"path", "headers", "body"} of every request received
-        self.delays: list[float] = []  # seconds to stall before answering, request by request
-        self.headers: dict[str, str] = {}  # sent with every reply
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                    reply = server.script.pop(0) if server.script else (200, server.echo(self.path, body))
-                    delay = server.delays.pop(0) if server.delays else 0.0
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                time.sleep(delay)
-                with server.lock:
-                    server.in_flight -= 1
-                payload = reply[1].encode()
-                self.send_response(reply[0])
-                for name, value in server.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-
-    @staticmethod
-    def echo(path: str, body: dict) -> str:
-        if path.endswith("/chat/completions"):
-            choice = {"message": {"role": "assistant", "content": "chat:" + body["messages"][-1]["content"]}}
-        else:
-            choice = {"text": "echo:" + body["prompt"]}
-        return json.dumps({"choices": [choice], "usage": {"prompt_tokens": 11, "completion_tokens": 5}})
-
-
 @pytest.fixture
 def server():
     fake = FakeServer()
     yield fake
-    fake.httpd.shutdown()
-    fake.httpd.server_close()
+    fake.close()
 
 
 def backend(url: str, **overrides) -> OpenAIBackend:
     fields = {"backend": "openai", "model": "tiny", "base_url": url, "api_key_env": "RETRO_TEST_API_KEY",
-              "read_timeout_s": 2.0, "retries": 3, "concurrency": 4}
+              "read_timeout_s": 2.0, "retries": 3, "concurrency": 4, "prefill": "continues"}  # probes: test_llm_served
     return OpenAIBackend(ModelSettings(**(fields | overrides)), backoff_s=0.01)
 
 
@@ -129,7 +78,7 @@ def test_retry_after_is_honoured(server):
 
 def test_timeouts_are_settings_with_sane_defaults():
     defaults = ModelSettings()
-    assert defaults.connect_timeout_s == 5.0 and defaults.read_timeout_s == 60.0 and defaults.retries == 3
+    assert defaults.connect_timeout_s == 5.0 and defaults.read_timeout_s == 300.0 and defaults.retries == 3
     with pytest.raises(ValueError):
         ModelSettings(read_timeout_s=0)
 

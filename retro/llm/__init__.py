@@ -30,7 +30,8 @@ def make_llm(
     adapter_path: str | None = None,
     name: str | None = None,
 ) -> LLM:
-    """The backend `model_settings` names; `adapter_path` (a LoRA folder) only applies to `hf`."""
+    """The backend `model_settings` names; `adapter_path` (a LoRA folder) loads on `hf`, and on `openai` names
+    the adapter the server serves (`adapter_server` says how)."""
     role = "RETRO_RETROSPECTIVE" if model_settings is settings.retrospective else "RETRO_ACTOR"
     if model_settings.backend == "hf":
         path = resolve_model_path(settings, model_settings.model)
@@ -38,14 +39,14 @@ def make_llm(
 
         return HFBackend(path, model_settings, adapter_path=adapter_path, name=name)
     if model_settings.backend == "openai":
-        if adapter_path is not None:
+        if adapter_path is not None and model_settings.adapter_server == "none":
             raise ConfigError(
-                f"adapter {adapter_path} needs a local model, but {role}__BACKEND=openai: "
-                f"serve the adapter on the server (e.g. vLLM --lora-modules) or set {role}__BACKEND=hf"
+                f"adapter {adapter_path} is not served by {role}__BACKEND=openai: serve it and set "
+                f"{role}__ADAPTER_SERVER=vllm or llama-server (README, Served adapters), or set {role}__BACKEND=hf"
             )
         from retro.llm.openai_compat import OpenAIBackend
 
-        return OpenAIBackend(model_settings, name=name, setting_prefix=role)
+        return OpenAIBackend(model_settings, name=name, setting_prefix=role, adapter_path=adapter_path)
     raise ConfigError(
         f"{role}__BACKEND=scripted cannot be built from settings (scripted policies are test code): "
         "set it to hf or openai"

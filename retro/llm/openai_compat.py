@@ -7,6 +7,10 @@ A prompt still without an answer after `retries` comes back as "" with a one-lin
 `Generation.errors` naming the server and the settings to change; the runner ends the run with it, as an
 outage is never a trial outcome. A server that refuses every connection is an error at once.
 The API key is read from the environment at call time and never stored, logged or repeated in errors.
+
+Servers differ where the API is silent (retro/llm/served.py): whether a prefilled assistant turn comes back
+continued or echoed is probed once, before the first such prompt, and a server that cannot continue one is a
+one-line error then; a trained adapter is named the way its server serves it (vLLM or llama-server).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +29,7 @@ import tenacity
 
 from retro.config import ModelSettings
 from retro.errors import BackendUnreachableError
+from retro.llm import served
 from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop
 
 log = logging.getLogger(__name__)
@@ -41,8 +47,10 @@ def prompt_chars(prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
 
 
-def request_body(model: str, prompt: Prompt, params: GenParams, seed: int) -> tuple[str, dict[str, Any]]:
-    """(endpoint, JSON body) for one prompt: raw text -> /completions, chat -> /chat/completions."""
+def request_body(model: str, prompt: Prompt, params: GenParams, seed: int,
+                 extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """(endpoint, JSON body) for one prompt: raw text -> /completions, chat -> /chat/completions; `extra`
+    names a served adapter (its model name, or llama-server's `lora`)."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": params.max_new_tokens,
@@ -52,10 +60,11 @@ def request_body(model: str, prompt: Prompt, params: GenParams, seed: int) -> tu
     }
     if params.stop:
         body["stop"] = list(params.stop[:MAX_STOPS])
+    body |= extra or {}
     if isinstance(prompt, str):
         return "/completions", body | {"prompt": prompt}
     body["messages"] = prompt
-    if prompt and prompt[-1]["role"] == "assistant":  # continue the prefilled answer (vLLM's extension)
+    if served.prefilled(prompt):  # continue the prefilled answer (vLLM's extension, llama-server's too)
         body |= {"continue_final_message": True, "add_generation_prompt": False}
     return "/chat/completions", body
 
@@ -76,6 +85,7 @@ class _Result:
     completion_tokens: int = 0
     error: str | None = None
     unreachable: bool = False  # the last attempt could not connect at all
+    refused: str | None = None  # why the server refused the request (HTTP 4xx), when it did
 
 
 class _Retry(Exception):
@@ -90,8 +100,18 @@ class _Refused(Exception):
     """An answer another attempt would not change: HTTP 4xx, the request or the key is wrong."""
 
 
+class _Unexpected(Exception):
+    """A reply that contradicts what the server was probed to do (the message is the one-line error)."""
+
+
 class OpenAIBackend:
-    """Batched generation against an OpenAI-compatible HTTP server, with retries and a concurrency cap."""
+    """Batched generation against an OpenAI-compatible HTTP server, with retries and a concurrency cap.
+
+    `adapter_path`: a trained LoRA adapter the server serves (settings.adapter_server says how), checked
+    on the server here, so a missing one fails before the run starts.
+    """
+
+    served = True  # a model behind a server: the runner's invalid-action guard watches it (retro/agent/guard.py)
 
     def __init__(
         self,
@@ -99,16 +119,24 @@ class OpenAIBackend:
         name: str | None = None,
         setting_prefix: str = "RETRO_ACTOR",  # names the variables to fix in errors
         backoff_s: float = 1.0,  # first retry delay; doubles per attempt
+        adapter_path: str | None = None,
     ):
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self.model = settings.model
-        self.name = name or settings.model
+        suffix = f"+{Path(adapter_path).name}" if adapter_path else ""  # like the hf backend's model+adapter
+        self.name = name or settings.model + suffix
         self.context_window = settings.context_window
         self.setting_prefix = setting_prefix
         self.backoff_s = backoff_s
         self.retried = 0  # retries so far, for a run's summary
         self._count = threading.Lock()
+        self.prefill = None if settings.prefill == "auto" else settings.prefill  # None until probed
+        self.served_adapter: served.ServedAdapter | None = None
+        if adapter_path:
+            with self._client() as client:
+                self.served_adapter = served.find_adapter(client, self.base_url, settings.adapter_server,
+                                                          adapter_path, settings.adapter_load, setting_prefix)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r})"
@@ -116,12 +144,18 @@ class OpenAIBackend:
     def count_tokens(self, prompt: Prompt) -> int:
         return estimate_tokens(prompt_chars(prompt))
 
-    def generate(self, prompts: list[Prompt], params: GenParams) -> Generation:
-        start = time.perf_counter()
+    def _client(self) -> httpx.Client:
         key = os.environ.get(self.settings.api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         timeout = httpx.Timeout(self.settings.read_timeout_s, connect=self.settings.connect_timeout_s)
-        with httpx.Client(timeout=timeout, headers=headers) as client:
+        return httpx.Client(timeout=timeout, headers=headers)
+
+    def generate(self, prompts: list[Prompt], params: GenParams) -> Generation:
+        start = time.perf_counter()
+        key = os.environ.get(self.settings.api_key_env)
+        with self._client() as client:
+            if self.prefill is None and any(served.prefilled(p) for p in prompts):
+                self._probe(client, key)
             workers = max(1, min(self.settings.concurrency, len(prompts)))
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [
@@ -142,11 +176,36 @@ class OpenAIBackend:
             errors=[r.error for r in results],
         )
 
+    def probe_prefill(self) -> str:
+        """How this server answers a prefilled assistant turn (served.CONTINUES or ECHOES), asked once."""
+        if self.prefill is None:
+            with self._client() as client:
+                self._probe(client, os.environ.get(self.settings.api_key_env))
+        return self.prefill
+
+    def _probe(self, client: httpx.Client, key: str | None) -> None:
+        """Learn once how this server answers a prefilled assistant turn (served.PROBE), or fail in one line."""
+        result = self._one(client, served.PROBE, GenParams(max_new_tokens=4), 0, key)
+        if result.unreachable:
+            raise BackendUnreachableError(f"LLM server at {self.base_url} is unreachable ({result.error}): "
+                                          f"start it or fix {self.setting_prefix}__BASE_URL")
+        if result.refused:
+            raise served.cannot_continue(self.base_url, self.setting_prefix, f"it refused one: {result.refused}")
+        if result.error:
+            raise BackendUnreachableError(result.error)
+        self.prefill = served.prefill_mode(result.text)
+        if self.prefill is None:
+            asked = served.PROBE[-1]["content"]
+            raise served.cannot_continue(self.base_url, self.setting_prefix,
+                                         f"asked to go on from {asked!r}, it answered {result.text[:60]!r}")
+        log.info("LLM server at %s %s a prefilled assistant turn", self.base_url, self.prefill)
+
     def _one(
         self, client: httpx.Client, prompt: Prompt, params: GenParams, seed: int, key: str | None
     ) -> _Result:
         """One prompt with retries; never raises for HTTP trouble, the one-line error goes into the result."""
-        path, body = request_body(self.model, prompt, params, seed)
+        extra = self.served_adapter.request_fields() if self.served_adapter else {}
+        path, body = request_body(self.model, prompt, params, seed, extra)
         url = self.base_url + path
         attempts = self.settings.retries + 1
         retrying = tenacity.Retrying(
@@ -165,7 +224,10 @@ class OpenAIBackend:
                            unreachable=err.unreachable)
         except _Refused as err:
             return _Result(error=f"LLM server at {self.base_url} refused the request ({err}): check "
-                                 f"{self.setting_prefix}__MODEL and the API key in ${self.settings.api_key_env}")
+                                 f"{self.setting_prefix}__MODEL and the API key in ${self.settings.api_key_env}",
+                           refused=str(err))
+        except _Unexpected as err:
+            return _Result(error=str(err))
 
     def _attempt(
         self, client: httpx.Client, url: str, body: dict[str, Any], prompt: Prompt, params: GenParams, key: str | None
@@ -193,12 +255,23 @@ class OpenAIBackend:
             # Nothing generated at all: a faulty server. (A model that stops at once still reports its stop
             # or end token, and that empty answer is kept.)
             raise _Retry("empty completion")
+        if self.prefill == served.ECHOES and served.prefilled(prompt):
+            text = self._continuation(text, prompt[-1]["content"])
         text = cut_at_stop(text, params.stop)
         return _Result(
             text=text,
             prompt_tokens=int(usage.get("prompt_tokens") or self.count_tokens(prompt)),
             completion_tokens=int(usage.get("completion_tokens") or estimate_tokens(text)),
         )
+
+    def _continuation(self, text: str, prefill: str) -> str:
+        """The new text of a reply from a server that echoes the prefilled turn (as its probe showed)."""
+        rest = served.strip_echo(text, prefill)
+        if rest is None:
+            raise _Unexpected(f"LLM server at {self.base_url} echoed the prefilled assistant turn when probed, "
+                              f"but this reply does not start with it ({text[:60]!r}): set "
+                              f"{self.setting_prefix}__PREFILL=continues if it no longer echoes")
+        return rest
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         """The server's Retry-After when it gave one, else exponential backoff from `backoff_s`."""

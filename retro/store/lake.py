@@ -45,6 +45,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "model_versions": ("model_id",),
     "model_evaluations": ("model_id", "run_id"),
     "promotions": ("model_id", "promoted_at"),
+    "model_servings": ("model_id", "recorded_at"),
 }
 # Key columns a writer may leave out: rows written without them take this value (as the lake's DEFAULT does).
 KEY_DEFAULTS: dict[str, Any] = {"sample": 0}

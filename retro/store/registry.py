@@ -37,16 +37,22 @@ def promoted_model_id(lake: Lake) -> str | None:
 
 
 def model_versions_frame(lake: Lake) -> pl.DataFrame:
-    """Every model version, oldest first, with `promoted` true on the one named by the newest promotion."""
+    """Every model version, oldest first, with `promoted` true on the one named by the newest promotion and
+    `served` saying where it was last seen served (NULL: never)."""
     return lake.read(
         """
         WITH newest AS (
             SELECT model_id FROM lake.promotions ORDER BY promoted_at DESC, model_id DESC LIMIT 1
+        ),
+        served AS (  -- where each adapter was last seen served
+            SELECT model_id, arg_max(server || ' ' || base_url || coalesce(' lora ' || lora_id, ''), recorded_at)
+                   AS served
+            FROM lake.model_servings GROUP BY model_id
         )
         SELECT m.model_id, m.stage, m.base_model, m.parent_model_id, m.dataset, m.dataset_version,
                m.adapter_path, m.metrics, m.created_at,
-               coalesce(m.model_id IN (SELECT model_id FROM newest), false) AS promoted
-        FROM lake.model_versions m
+               coalesce(m.model_id IN (SELECT model_id FROM newest), false) AS promoted, s.served
+        FROM lake.model_versions m LEFT JOIN served s USING (model_id)
         ORDER BY m.created_at, m.model_id
         """
     )

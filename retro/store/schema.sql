@@ -92,3 +92,10 @@ ALTER TABLE ratings ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
 -- The tag that makes a run of an otherwise identical spec (e.g. the nightly date, a benchmark's name), so
 -- the runs compared side by side can be found again (NULL in lakes made before it was recorded).
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS tag VARCHAR;
+
+-- [model_id, recorded_at]: a trained adapter seen answering on a server (`retro models check --adapter`):
+-- vLLM serves it as a model named by its model_id, llama-server as its GGUF's index `lora_id` among its
+-- --lora files. Appended, like promotions: the newest row per adapter is where it was last seen served.
+CREATE TABLE IF NOT EXISTS model_servings (
+    model_id VARCHAR, server VARCHAR, base_url VARCHAR, lora_id INTEGER, recorded_at TIMESTAMPTZ
+);

@@ -135,6 +135,17 @@ def promote(lake: Lake, model_id: str, reason: str, previous: str | None = None)
     return lake.append({"promotions": [row]})["promotions"]
 
 
+def record_serving(lake: Lake, model_id: str, llm: Any) -> int:
+    """Record where `llm` (a backend built with this adapter) serves it, if served (OpenAIBackend.served_adapter);
+    returns rows written (0 for a local model)."""
+    served = getattr(llm, "served_adapter", None)
+    if served is None:
+        return 0
+    row = {"model_id": model_id, "server": served.server, "base_url": served.base_url, "lora_id": served.lora_id,
+           "recorded_at": datetime.now(UTC)}
+    return lake.append({"model_servings": [row]})["model_servings"]
+
+
 def latest_model_version(lake: Lake, stage: str, base_model: str | None = None) -> ModelVersion | None:
     """The newest registered version of a stage (optionally on one base model), or None."""
     frame = list_model_versions(lake).filter(pl.col("stage") == stage)
