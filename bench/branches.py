@@ -58,16 +58,16 @@ def run(quick: bool) -> list[str]:
             rows.append(night(settings, lake, branches, tasks, trials))
     one, many = rows
     same_main = one["main"].equals(many["main"])
-    table = ["| G | wall s | prompt tokens | generated tokens | trials | reflections rated | ratings not 0 | "
-             "positive | reward pairs | failures whose branches all ended alike |", "|---|---|---|---|---|---|---|---|---|---|"]
+    table = [("| G | wall s | prompt tokens | generated tokens | trials | reflections rated | ratings not 0 | "
+             "positive | reward pairs | failures whose branches all ended alike |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         flat, n = r["groups"]
         table.append(f"| {r['G']} | {r['wall']:.0f} | {r['prompt']:,} | {r['generated']:,} | {r['trials']} | "
                      f"{r['rated']} | {r['nonzero']} | {r['positive']} | {r['pairs']} | "
                      f"{f'{flat} of {n}' if r['G'] > 1 else '-'} |")
     return [
-        f"The demo's night: {ENV} train split, {tasks} tasks x {trials} trials, reflexion, F1 returns, embedded "
-        "SmolLM2-135M as actor and retrospective model, greedy sample 0, samples 1.. at the branch temperature.\n",
+        (f"The demo's night: {ENV} train split, {tasks} tasks x {trials} trials, reflexion, F1 returns, embedded "
+        "SmolLM2-135M as actor and retrospective model, greedy sample 0, samples 1.. at the branch temperature.\n"),
         *table, "",
         (f"**G = {BRANCHES} costs {many['wall'] / max(one['wall'], 1e-9):.1f}x the wall time and "
          f"{many['generated'] / max(one['generated'], 1):.1f}x the generated tokens of G = 1; it gives "

@@ -65,7 +65,8 @@ def settings_for(args):
 
     settings = load_settings(home=Path(args.home))
     settings.retrospective.model = args.model
-    for key, value in {"batch_size": args.batch, "max_new_tokens": args.new_tokens, "sft_epochs": 1.0,
+    settings.retrospective.max_new_tokens = args.new_tokens
+    for key, value in {"batch_size": args.batch, "sft_epochs": 1.0,
                        "rm_epochs": 1.0, "ppo_epochs": args.ppo_epochs,
                        "ppo_total_episodes": args.batch * args.updates}.items():
         setattr(settings.train, key, value)
@@ -104,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", type=int, default=8, help="rated reflections (half positive)")
     parser.add_argument("--steps", type=int, default=4, help="trajectory steps per reflection prompt")
     parser.add_argument("--batch", type=int, default=4, help="train.batch_size")
-    parser.add_argument("--new-tokens", type=int, default=64, help="train.max_new_tokens (PPO response length)")
+    parser.add_argument("--new-tokens", type=int, default=64, help="retrospective.max_new_tokens (PPO response length)")
     parser.add_argument("--updates", type=int, default=2, help="PPO updates (episodes = batch x updates)")
     parser.add_argument("--ppo-epochs", type=int, default=4, help="train.ppo_epochs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

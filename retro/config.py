@@ -116,8 +116,8 @@ class TrainSettings(Section):
     ppo_total_episodes: int = Field(64, ge=1)
     ppo_kl_coef: float = Field(0.05, ge=0)
     batch_size: int = Field(4, ge=1)
-    max_new_tokens: int = Field(64, ge=8)
-    max_length: int = Field(1024, ge=64)
+    max_length: int = Field(1024, ge=64)  # prompt + reflection tokens; reflections are sampled as the rollout
+    # samples its branches: retrospective.max_new_tokens long, at rollout.branch_temperature, retrospective.top_p
     trainer: Literal["ppo", "grpo", "rloo"] = "ppo"  # ppo: the paper's; grpo / rloo: group baselines, no critic
     num_generations: int = Field(4, ge=2)  # grpo / rloo: reflections sampled per prompt (one group)
     # what scores a sampled reflection in policy gradient: the trained reward model, or the environment itself

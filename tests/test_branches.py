@@ -17,7 +17,7 @@ import toyenv
 
 from retro.agent.rating import rate_reflections
 from retro.agent.rollout import Models, rollout
-from retro.agent.runner import LATER_FIELDS, RolloutSpec, branch_seed
+from retro.agent.runner import LATER_FIELDS, RolloutSpec, seed_for
 from retro.envs import ENVS
 from retro.llm.scripted import ScriptedLLM
 
@@ -48,7 +48,7 @@ def run(settings, lake, branches=G, tasks=4, trials=3, models=None):
 
 
 def right_seed(task_id: str, trial: int, sample: int, seed: int = 0) -> bool:
-    return branch_seed(seed, task_id, trial, sample) % 2 == 0
+    return seed_for(seed, task_id, trial, sample) % 2 == 0
 
 
 def test_each_failure_gets_g_reflections_each_tried_by_its_own_branch(settings, lake):

@@ -92,8 +92,8 @@ def test_nightly_flow_collects_rates_trains_evaluates_and_reruns_idempotently(ha
     """The whole night on the real engine: scripted actor on the toy env, real trainers on a tiny model."""
     from flows.nightly import nightly_flow
 
-    overrides = {"preset": "tiny", "retrospective": {"model": str(tiny_model_dir)},
-                 "train": {"max_new_tokens": 8, "max_length": 256, "batch_size": 2, "ppo_total_episodes": 4,
+    overrides = {"preset": "tiny", "retrospective": {"model": str(tiny_model_dir), "max_new_tokens": 8},
+                 "train": {"max_length": 256, "batch_size": 2, "ppo_total_episodes": 4,
                            "ppo_epochs": 1}, "eval": {"tasks": 3, "trials": 2}}
     night = nightly_flow(env="toy", tasks=4, trials=2, tag="night-1", overrides=overrides)
 

@@ -144,7 +144,7 @@ def test_sigkill_between_branches_then_resume(tmp_path, commit):
     assert reference["trials"].filter(pl.col("sample") > 0).height > 0
     home = tmp_path / "crashed"
     proc = start(home, "--die-in-commit", str(commit), "--branches", "3")
-    out, err = proc.communicate(timeout=300)
+    _out, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
     assert_whole_commits(lake_at(home))
     resume_to_the_end(home, "--branches", "3")

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 (fixtures imported from other test modules come back as test arguments)
 """Policy gradient from the environment: GRPO whose reward is the return of the actor's next trial with
 the sampled reflection, played by the batched runner (no reward model), raises the held-out rating.
 

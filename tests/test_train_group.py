@@ -15,8 +15,8 @@ from retro.train import lora
 from retro.train.grpo import RewardModelScore, train_group
 from retro.train.pipeline import train_all
 from retro.train.registry import get_model_version, list_model_versions
-from retro.train.reward import reward_text, score_texts, split_prompts, train_reward_model
 from retro.train.result import Skipped
+from retro.train.reward import reward_text, score_texts, split_prompts, train_reward_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

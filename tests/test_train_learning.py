@@ -143,8 +143,9 @@ def rollout_base_reflections(lake, model, tokenizer, tasks: list[dict], runs: in
 
 def configure(settings, model_dir: Path, seed: int = 0) -> None:
     settings.retrospective.model = str(model_dir)
+    settings.retrospective.max_new_tokens = 12
     for key, value in {
-        "max_new_tokens": 12, "max_length": 128, "batch_size": 8,
+        "max_length": 128, "batch_size": 8,
         "sft_epochs": 4.0, "sft_lr": 2e-3, "rm_epochs": 6.0, "rm_lr": 2e-3,
         # a tiny model needs a larger step than the paper's 1.4e-5; the KL term keeps PPO near its reference
         "ppo_lr": 1e-3, "ppo_total_episodes": 128, "ppo_epochs": 4, "ppo_kl_coef": 0.5,

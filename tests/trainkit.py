@@ -46,7 +46,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def train_settings(settings, tiny_model_dir):
     """The tiny preset with the tiny model as the retrospective model and few, short steps."""
     settings.retrospective.model = str(tiny_model_dir)
-    settings.train.max_new_tokens = 8
+    settings.retrospective.max_new_tokens = 8
     settings.train.max_length = 256
     settings.train.batch_size = 2
     settings.train.ppo_total_episodes = 4

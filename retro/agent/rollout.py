@@ -98,7 +98,8 @@ def make_spec(settings: Settings, models: Models, mode: str, env: str, split: st
         actor_max_new_tokens=settings.actor.max_new_tokens,
         retro_max_new_tokens=settings.retrospective.max_new_tokens,
         retro_temperature=settings.retrospective.temperature, tag=tag,
-        reflections_per_failure=branches,
+        actor_temperature=settings.actor.temperature, actor_top_p=settings.actor.top_p,
+        retro_top_p=settings.retrospective.top_p, reflections_per_failure=branches,
         branch_temperature=r.branch_temperature if branches > 1 else 0.0,
         scoring="hotpotqa_return=f1" if env == "hotpotqa" and r.hotpotqa_return == "f1" else "",
     )

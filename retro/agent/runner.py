@@ -66,6 +66,9 @@ class RolloutSpec:
     scoring: str = ""  # a non-default return, e.g. "hotpotqa_return=f1": other returns, so another run
     reflections_per_failure: int = 1  # G: reflections (and branches of the next trial) per failed trial
     branch_temperature: float = 0.0  # sampling temperature of reflections 1..G-1 (0 when G = 1)
+    actor_temperature: float = 0.0  # 0: the actor decodes greedily
+    actor_top_p: float = 1.0
+    retro_top_p: float = 1.0
 
     @property
     def run_id(self) -> str:
@@ -87,12 +90,14 @@ class RolloutSpec:
 
 
 # Spec fields added after run ids were first published, with the value that leaves them out of the hash.
-LATER_FIELDS: dict[str, Any] = {"scoring": "", "reflections_per_failure": 1, "branch_temperature": 0.0}
+LATER_FIELDS: dict[str, Any] = {"scoring": "", "reflections_per_failure": 1, "branch_temperature": 0.0,
+                                "actor_temperature": 0.0, "actor_top_p": 1.0, "retro_top_p": 1.0}
 
 
-def branch_seed(seed: int, task_id: str, trial: int, sample: int) -> int:
-    """The sampling seed of one reflection: the same whatever else shares its batch, so a rerun repeats it."""
-    return int(hashlib.sha256(f"{seed}/{task_id}/{trial}/{sample}".encode()).hexdigest()[:8], 16)
+def seed_for(seed: int, *parts: object) -> int:
+    """The sampling seed of one generation (e.g. task, trial, sample): the same whatever else shares its
+    batch, so a rerun after a crash samples the same text."""
+    return int(hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).hexdigest()[:8], 16)
 
 
 @dataclass
@@ -310,7 +315,7 @@ class Runner:
     def _needs_reflection(self, live: Live) -> bool:
         return self.spec.reflects and live.sample == 0 and not live.success and live.trial + 1 < self.spec.trials
 
-    def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, seed: int) -> list[str]:
+    def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, kind: str) -> list[str]:
         """One batched actor call; a prompt the server never answered ends the run, not its episode."""
         from retro.errors import raise_llm_errors
 
@@ -319,7 +324,11 @@ class Runner:
             prompt, dropped = fit_prompt(llm, live.instruction, live.trajectory, tail, max_new_tokens)
             live.dropped = max(live.dropped, dropped)
             prompts.append(prompt)
-        params = GenParams(max_new_tokens=max_new_tokens, stop=("\n",), seed=seed)
+        s = self.spec
+        seeds = tuple(seed_for(s.seed, live.task.task_id, live.trial, live.sample, len(live.trajectory.steps), kind)
+                      for live in lives) if s.actor_temperature > 0 else ()
+        params = GenParams(max_new_tokens=max_new_tokens, temperature=s.actor_temperature, top_p=s.actor_top_p,
+                           stop=("\n",), seed=s.seed, seeds=seeds)
         gen = llm.generate(prompts, params)
         raise_llm_errors(gen.errors)  # an outage is no trial outcome: this batch's trials are not committed
         for live, pt, ct in zip(lives, gen.prompt_tokens, gen.completion_tokens):
@@ -331,7 +340,7 @@ class Runner:
 
     def _think(self, acting: list[Live]) -> None:
         tails = [THOUGHT_PREFIX.format(n=len(live.trajectory.steps) + 1) for live in acting]
-        texts = self._generate(self.actor, acting, tails, self.spec.actor_max_new_tokens, self.spec.seed)
+        texts = self._generate(self.actor, acting, tails, self.spec.actor_max_new_tokens, "thought")
         for live, text in zip(acting, texts):
             live.pending_thought = clean_line(text)
 
@@ -341,9 +350,21 @@ class Runner:
         for live in lives:
             n = len(live.trajectory.steps) + 1
             tails.append(f"{THOUGHT_PREFIX.format(n=n)} {live.pending_thought}\n{ACTION_PREFIX.format(n=n)}")
-        texts = self._generate(self.actor, lives, tails, self.spec.actor_max_new_tokens, self.spec.seed)
+        texts = self._generate(self.actor, lives, tails, self.spec.actor_max_new_tokens, "action")
         for live, text in zip(lives, texts):
             self._step(live, text)
+        self._guard(lives)
+
+    def _guard(self, lives: list[Live]) -> None:
+        """A served actor whose first actions are all invalid stops the run, uncommitted (retro/agent/guard.py)."""
+        from retro.agent.guard import ActionGuard
+
+        if not getattr(self.actor, "served", False):
+            return
+        if "action_guard" not in vars(self):  # one per run, made at its first step
+            self.action_guard = ActionGuard.for_run(len(self.task_ids), self.actor.name)
+        for live in lives:
+            self.action_guard.observe(live.trajectory.steps)
 
     def _step(self, live: Live, text: str) -> None:
         action = self.env.parse_action(clean_line(text))  # the environment's own syntax: Search[x], go to desk 1
@@ -373,17 +394,19 @@ class Runner:
         if not failed:
             return {}
         s = self.spec
-        inputs = [reflection_input(live.task.question, live.trajectory, live.episode_return, live.stop_reason,
+        # the task as the actor first saw it: ALFWorld's opening lists the room's places, WebShop's the page
+        inputs = [reflection_input(live.trajectory.question, live.trajectory, live.episode_return, live.stop_reason,
                                    live.error) for live in failed]
         out: dict[str, list[dict[str, Any]]] = {}
-        own = GenParams(max_new_tokens=s.retro_max_new_tokens, temperature=s.retro_temperature, seed=s.seed)
+        own = GenParams(max_new_tokens=s.retro_max_new_tokens, temperature=s.retro_temperature, top_p=s.retro_top_p,
+                        seed=s.seed)
         self._reflect_call(failed, inputs, [0] * len(failed), own, out)
         if s.branches > 1:
             rows = [(live, text, g) for live, text in zip(failed, inputs) for g in range(1, s.branches)]
             lives, texts, samples = (list(x) for x in zip(*rows))
-            seeds = tuple(branch_seed(s.seed, live.task.task_id, live.trial, g) for live, g in zip(lives, samples))
+            seeds = tuple(seed_for(s.seed, live.task.task_id, live.trial, g) for live, g in zip(lives, samples))
             sampled = GenParams(max_new_tokens=s.retro_max_new_tokens, temperature=s.branch_temperature,
-                                seed=s.seed, seeds=seeds)
+                                top_p=s.retro_top_p, seed=s.seed, seeds=seeds)
             self._reflect_call(lives, texts, samples, sampled, out)
         return out
 

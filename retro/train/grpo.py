@@ -133,7 +133,7 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=completions // micro,
         num_generations=group,
-        max_completion_length=t.max_new_tokens,
+        max_completion_length=settings.retrospective.max_new_tokens,
         # as PPO: ppo_total_episodes sampled reflections, each batch of them optimised ppo_epochs times
         max_steps=max(t.ppo_total_episodes // completions, 1) * t.ppo_epochs,
         num_iterations=t.ppo_epochs,

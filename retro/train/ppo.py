@@ -37,7 +37,6 @@ from retro.train.result import Skipped, skip
 log = logging.getLogger(__name__)
 
 MISSING_EOS_PENALTY = 1.0  # score taken off a rollout that runs to max_new_tokens without ending its turn
-TEMPERATURE = 0.7  # rollout sampling temperature (trl's default)
 Parent = ModelVersion | Skipped | str | None
 
 
@@ -158,7 +157,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     reward = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
     value = value_model_from(reward, settings)
     queries = tokenize_prompts(tokenizer, frame["prompt"].to_list(),
-                               settings.train.max_length - settings.train.max_new_tokens)
+                               settings.train.max_length - settings.retrospective.max_new_tokens)
 
     # 4. trl's Config + Trainer
     final, work = lora.new_adapter(settings, model_id)
@@ -175,8 +174,9 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         total_episodes=settings.train.ppo_total_episodes,
         num_ppo_epochs=settings.train.ppo_epochs,
         kl_coef=settings.train.ppo_kl_coef,
-        response_length=settings.train.max_new_tokens,
-        temperature=TEMPERATURE,
+        response_length=settings.retrospective.max_new_tokens,
+        temperature=settings.rollout.branch_temperature,  # reflections sampled as the branches sample them
+        # (trl's PPO samples with temperature only: no nucleus option in PPOConfig)
         stop_token="eos",  # the tokenizer's eos is the chat end-of-turn token
         missing_eos_penalty=MISSING_EOS_PENALTY,
         num_sample_generations=0,  # no eval sampling (it needs an eval set and costs generations)
