@@ -276,7 +276,7 @@ def pandas_rows(runs, reflections, ratings, dataset: str, settings) -> list[dict
     """sft.sql / reward.sql as Python loops: skip held-out runs and blank text, join the rating by key."""
     import pandas as pd
 
-    held_out = {run["run_id"] for _, run in runs.iterrows() if run["split"] == settings.eval.split}
+    held_out = {run["run_id"] for _, run in runs.iterrows() if run["split"] == "eval"}  # HotPotQA's held-out split
     rated = {}
     for _, r in ratings.iterrows():
         if r["label_version"] == settings.label.version and not pd.isna(r["rating"]):

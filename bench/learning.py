@@ -125,7 +125,7 @@ def evaluate(settings, lake, clock: Clock, size: str, candidates: dict[str, str]
     for name, mode, adapter in [("react", "react", None), ("reflexion", "reflexion", None),
                                 *((f"retroformer {c}", "retroformer", m) for c, m in candidates.items())]:
         models = load_models(s, lake, mode, adapter)
-        result = clock.time(f"held-out: {name}", rollout, s, lake, env="hotpotqa", split=s.eval.split, mode=mode,
+        result = clock.time(f"held-out: {name}", rollout, s, lake, env="hotpotqa", split="eval", mode=mode,
                             tasks=SIZES[size]["held_out"], trials=SIZES[size]["trials"], tag=TAG, models=models)
         arms[name] = result.run_id
     return arms

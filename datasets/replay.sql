@@ -2,7 +2,7 @@
 -- environment's reward (settings train.reward = environment): the actor replays the task with the
 -- trial's memory plus the new reflection, and the reward is that trial's return minus this one's.
 --
--- Inputs:     lake.trials, lake.reflections, lake.runs (for the split, and to leave out the held-out one)
+-- Inputs:     lake.trials, lake.reflections, lake.runs (for the split), lake.tasks (to leave out held-out splits)
 -- Output:     one row per failed main-line trial with a reflection, ordered by key:
 --               run_id, task_id, trial   the failed trial
 --               env, split               where its task lives (the replay loads it from there)
@@ -10,9 +10,14 @@
 --               memory                   JSON list of the reflections the failed trial started with
 --               return_before            its return G(trial)
 -- Parameters: $env         keep one environment, or NULL to pool every environment (settings dataset.env)
---             $eval_split  runs on this split are evaluation, never training data (settings eval.split)
-WITH run AS (
-    SELECT run_id, split FROM lake.runs WHERE split <> $eval_split
+--             $held_out    "env/split" of every held-out split (Environment.held_out_split, settings eval.split)
+WITH held_out AS (  -- runs on a held-out split: each environment's own, as known now or as recorded with its tasks
+    SELECT run_id FROM lake.runs WHERE list_contains($held_out, env || '/' || split)
+    UNION
+    SELECT r.run_id FROM lake.runs r JOIN lake.tasks t ON t.env = r.env AND t.split = r.split WHERE t.held_out
+),
+run AS (
+    SELECT run_id, split FROM lake.runs WHERE run_id NOT IN (SELECT run_id FROM held_out)
 ),
 failed AS (
     SELECT run_id, task_id, trial, memory, episode_return AS return_before

@@ -1,7 +1,7 @@
 -- reward: every rated reflection with a binary label, for a pointwise reward model (a classifier on
 -- prompt + reflection); the reward model uses it when reward_pairs.sql has no pairs.
 --
--- Inputs:     lake.reflections, lake.ratings, lake.runs (to leave out the held-out split)
+-- Inputs:     lake.reflections, lake.ratings, lake.runs, lake.tasks (to leave out held-out splits)
 -- Output:     one row per rated reflection, ordered by key:
 --               run_id, task_id, trial   the failed trial the reflection followed
 --               sample                   which of the G reflections written after it (0 with one per failure)
@@ -13,9 +13,11 @@
 -- Parameters: $label_version  ratings of this labelling rule only (settings label.version)
 --             $threshold      a rating above this is positive (settings dataset.positive_threshold)
 --             $env            keep one environment, or NULL to pool every environment (settings dataset.env)
---             $eval_split     runs on this split are evaluation, never training data (settings eval.split)
-WITH held_out AS (
-    SELECT run_id FROM lake.runs WHERE split = $eval_split
+--             $held_out       "env/split" of every held-out split (Environment.held_out_split, settings eval.split)
+WITH held_out AS (  -- runs on a held-out split: each environment's own, as known now or as recorded with its tasks
+    SELECT run_id FROM lake.runs WHERE list_contains($held_out, env || '/' || split)
+    UNION
+    SELECT r.run_id FROM lake.runs r JOIN lake.tasks t ON t.env = r.env AND t.split = r.split WHERE t.held_out
 ),
 rated AS (
     SELECT run_id, task_id, trial, sample, rating

@@ -5,7 +5,7 @@
 -- each tried by its own branch, and from any reflections of the same prompt text (a trial failed the same
 -- way in two runs). Equal ratings make no pair: the environment did not tell them apart.
 --
--- Inputs:     lake.reflections, lake.ratings, lake.runs (to leave out the held-out split)
+-- Inputs:     lake.reflections, lake.ratings, lake.runs, lake.tasks (to leave out held-out splits)
 -- Output:     one row per ordered pair, ordered by env, prompt, chosen key, rejected key:
 --               env                  the environment of the prompt
 --               prompt               the text the retrospective model read
@@ -15,9 +15,11 @@
 --               chosen_key, rejected_key   run_id/task_id/trial/sample of each reflection
 -- Parameters: $label_version  ratings of this labelling rule only (settings label.version)
 --             $env            keep one environment, or NULL to pool every environment (settings dataset.env)
---             $eval_split     runs on this split are evaluation, never training data (settings eval.split)
-WITH held_out AS (
-    SELECT run_id FROM lake.runs WHERE split = $eval_split
+--             $held_out       "env/split" of every held-out split (Environment.held_out_split, settings eval.split)
+WITH held_out AS (  -- runs on a held-out split: each environment's own, as known now or as recorded with its tasks
+    SELECT run_id FROM lake.runs WHERE list_contains($held_out, env || '/' || split)
+    UNION
+    SELECT r.run_id FROM lake.runs r JOIN lake.tasks t ON t.env = r.env AND t.split = r.split WHERE t.held_out
 ),
 rated AS (
     SELECT run_id, task_id, trial, sample, rating

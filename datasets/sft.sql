@@ -1,7 +1,7 @@
 -- sft: the best positively rated reflection of each failed trial, for supervised fine-tuning of the
 -- retrospective model.
 --
--- Inputs:     lake.reflections, lake.ratings, lake.runs (to leave out the held-out split)
+-- Inputs:     lake.reflections, lake.ratings, lake.runs, lake.tasks (to leave out held-out splits)
 -- Output:     one row per failed trial (run_id, task_id, trial) whose best reflection was rated above the
 --             threshold, ordered by key. With one reflection per failure that is the reflection itself;
 --             with G (rollout.reflections_per_failure) it is the highest rated of the G (ties: lowest sample).
@@ -14,9 +14,11 @@
 -- Parameters: $label_version  ratings of this labelling rule only (settings label.version)
 --             $threshold      a rating above this is positive (settings dataset.positive_threshold)
 --             $env            keep one environment, or NULL to pool every environment (settings dataset.env)
---             $eval_split     runs on this split are evaluation, never training data (settings eval.split)
-WITH held_out AS (
-    SELECT run_id FROM lake.runs WHERE split = $eval_split
+--             $held_out       "env/split" of every held-out split (Environment.held_out_split, settings eval.split)
+WITH held_out AS (  -- runs on a held-out split: each environment's own, as known now or as recorded with its tasks
+    SELECT run_id FROM lake.runs WHERE list_contains($held_out, env || '/' || split)
+    UNION
+    SELECT r.run_id FROM lake.runs r JOIN lake.tasks t ON t.env = r.env AND t.split = r.split WHERE t.held_out
 ),
 rated AS (
     SELECT run_id, task_id, trial, sample, rating

@@ -133,7 +133,7 @@ class TrainSettings(Section):
 
 
 class EvalSettings(Section):
-    split: str = "eval"
+    split: str | None = None  # None: each environment's held-out split (HotPotQA eval, ALFWorld valid_unseen)
     tasks: int = Field(10, ge=1)
     trials: int = Field(3, ge=1)
 

@@ -99,7 +99,7 @@ def test_nightly_flow_collects_rates_trains_evaluates_and_reruns_idempotently(ha
 
     assert night["rollout"]["success_by_trial"] == [0.0, 1.0]  # toy reflections carry the fix
     assert night["ratings"] == 4  # one reflection per task, each followed by a trial
-    assert set(night["datasets"]) == {"sft", "reward", "ppo"}
+    assert set(night["datasets"]) == {"sft", "reward", "reward_pairs", "ppo", "replay"}
     candidate = night["trained"]["candidate"]
     assert candidate == night["trained"]["sft"]  # every rating is 1: one class, so no reward model and no PPO
     assert set(night["trained"]["skipped"]) == {"rm", "ppo"}

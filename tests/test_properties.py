@@ -82,13 +82,14 @@ candidate_rows = st.lists(st.tuples(st.sampled_from(string.ascii_lowercase[:4]),
 def test_rating_is_exactly_the_return_difference(rows, label_version):
     candidates = pl.DataFrame(
         {"run_id": ["r"] * len(rows), "task_id": [r[0] for r in rows], "trial": [r[1] for r in rows],
-         "return_before": [r[2] for r in rows], "return_after": [r[3] for r in rows]},
-        schema={"run_id": pl.Utf8, "task_id": pl.Utf8, "trial": pl.Int64, "return_before": pl.Float64,
-                "return_after": pl.Float64},
+         "sample": [r[1] % 3 for r in rows], "return_before": [r[2] for r in rows], "return_after": [r[3] for r in rows]},
+        schema={"run_id": pl.Utf8, "task_id": pl.Utf8, "trial": pl.Int64, "sample": pl.Int32,
+                "return_before": pl.Float64, "return_after": pl.Float64},
     )
     rated = compute_ratings(candidates, label_version)
     assert rated.height == len(rows)
-    assert rated.columns == ["run_id", "task_id", "trial", "label_version", "return_before", "return_after", "rating"]
+    assert rated.columns == ["run_id", "task_id", "trial", "sample", "label_version", "return_before", "return_after",
+                             "rating"]
     for row, (_, _, before, after) in zip(rated.iter_rows(named=True), rows):
         assert row["rating"] == after - before  # exactly, in float64
         assert row["label_version"] == label_version

@@ -26,7 +26,7 @@ def test_build_datasets_twice_gives_the_same_versions(lake):
     first = runner.invoke(app, ["train", "build-datasets", "--json"], catch_exceptions=False)
     assert first.exit_code == 0, first.output
     rows = json.loads(first.output)
-    assert {r["dataset"]: r["rows"] for r in rows} == {"sft": 2, "reward": 4, "ppo": 4}
+    assert {r["dataset"]: r["rows"] for r in rows} == {"sft": 2, "reward": 4, "reward_pairs": 0, "ppo": 4, "replay": 0}
     again = runner.invoke(app, ["train", "build-datasets", "--json"], catch_exceptions=False)
     assert [r["version"] for r in json.loads(again.output)] == [r["version"] for r in rows]
 

@@ -68,8 +68,8 @@ def test_env_filter_and_pooling(settings, lake):
 def test_held_out_split_is_never_training_data(settings, lake):
     fill_lake(lake, n=4, run_id="train-run")
     fill_lake(lake, n=4, run_id="eval-run")
-    lake.append({"runs": [{"run_id": "eval-run", "split": settings.eval.split},
-                          {"run_id": "train-run", "split": "train"}]})
+    lake.append({"runs": [{"run_id": "eval-run", "env": "hotpotqa", "split": "eval"},
+                          {"run_id": "train-run", "env": "hotpotqa", "split": "train"}]})
     for dv in build_datasets(settings, lake).values():
         if "run_id" in dv.frame().columns:
             assert set(dv.frame()["run_id"].to_list()) == {"train-run"}
@@ -118,7 +118,43 @@ def test_sft_takes_the_best_reflection_of_each_group_when_it_is_positive(setting
 def test_pairs_leave_out_the_held_out_split(settings, lake):
     fill_branches(lake, n=2, ratings=(0.0, 1.0), run_id="train-run")
     fill_branches(lake, n=2, ratings=(0.0, 1.0), run_id="eval-run")
-    lake.append({"runs": [{"run_id": "eval-run", "split": settings.eval.split},
-                          {"run_id": "train-run", "split": "train"}]})
+    lake.append({"runs": [{"run_id": "eval-run", "env": "hotpotqa", "split": "eval"},
+                          {"run_id": "train-run", "env": "hotpotqa", "split": "train"}]})
     pairs = build_dataset(settings, lake, "reward_pairs").frame()
     assert pairs.height == 2 and all(k.startswith("train-run/") for k in pairs["chosen_key"].to_list())
+
+
+@pytest.mark.parametrize("eval_split", [None, "valid_unseen", "eval"])
+def test_pooled_environments_keep_every_held_out_split_out(settings, lake, eval_split):
+    """HotPotQA's held-out split is eval, ALFWorld's valid_unseen: pooled, neither reaches a training set,
+    whatever settings eval.split says (it only adds a split)."""
+    settings.eval.split = eval_split
+    runs = {"hq-train": ("hotpotqa", "train"), "hq-eval": ("hotpotqa", "eval"),
+            "alf-train": ("alfworld", "train"), "alf-unseen": ("alfworld", "valid_unseen")}
+    for run_id, (env, split) in runs.items():
+        fill_branches(lake, n=2, ratings=(0.0, 1.0), env=env, run_id=run_id)
+        fill_lake(lake, n=2, env=env, run_id=run_id + "-single")
+    lake.append({"runs": [{"run_id": r + suffix, "env": env, "split": split}
+                          for r, (env, split) in runs.items() for suffix in ("", "-single")]})
+    for name, dv in build_datasets(settings, lake).items():
+        frame = dv.frame()
+        ids = frame["run_id"].to_list() if "run_id" in frame.columns else []
+        ids += [key.split("/")[0] for column in ("chosen_key", "rejected_key") if column in frame.columns
+                for key in frame[column].to_list()]
+        assert ids or name == "ppo", name
+        assert not {i.removesuffix("-single") for i in ids} & {"hq-eval", "alf-unseen"}, name
+        assert {i.removesuffix("-single") for i in ids} <= {"hq-train", "alf-train"}, name
+
+
+def test_tasks_record_whether_they_are_held_out(settings, lake, monkeypatch):
+    import toyenv
+
+    from retro.agent.rollout import rollout
+    from retro.envs import ENVS
+
+    monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
+    monkeypatch.setattr(toyenv.ToyEnv, "held_out_split", "eval", raising=False)
+    for split in ("train", "eval"):
+        rollout(settings, lake, env="toy", split=split, mode="react", tasks=2, trials=1, models=toyenv.models())
+    held = lake.read("SELECT split, bool_and(held_out) AS held FROM lake.tasks GROUP BY split ORDER BY split")
+    assert held.rows() == [("eval", True), ("train", False)]

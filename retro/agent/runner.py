@@ -199,7 +199,8 @@ class Runner:
              "n_tasks": len(s.task_ids), "n_trials": s.trials, "config": self.config_json,
              "config_hash": self.config_hash, "code_version": self.code_version, "seed": s.seed, "tag": s.tag},
             [{"env": t.env, "split": t.split, "task_id": t.task_id, "question": t.question, "answer": t.answer,
-              "metadata": json.dumps(t.metadata, sort_keys=True, default=str)} for t in self.tasks.values()],
+              "metadata": json.dumps(t.metadata, sort_keys=True, default=str),
+              "held_out": t.split == getattr(self.env, "held_out_split", None)} for t in self.tasks.values()],
         )
 
     def _resume_state(self) -> tuple[dict[str, tuple[int, list[str]]], list[Branch]]:

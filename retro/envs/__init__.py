@@ -44,10 +44,15 @@ def env_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def held_out_split(name: str, settings: Settings) -> str:
+    """The split evaluations of `name` run on: settings eval.split when set, else the environment's own."""
+    return settings.eval.split or getattr(env_class(name), "held_out_split", "eval")
+
+
 def get_env(name: str, settings: Settings) -> Environment:
     """Instantiate an environment by name (each takes the Settings for its data folder and options)."""
     return env_class(name)(settings)
 
 
 __all__ = ["ENVS", "Environment", "Episode", "StepResult", "Task", "available_envs", "env_class", "get_env",
-           "select_tasks"]
+           "held_out_split", "select_tasks"]

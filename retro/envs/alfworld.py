@@ -258,6 +258,7 @@ class ALFWorld:
     action_help = ACTION_HELP
     invalid_action = NO_COMMAND
     max_steps = MAX_STEPS
+    held_out_split = "valid_unseen"
 
     def __init__(self, settings: Settings, data_dir: Path | None = None):
         require_alfworld()

@@ -48,6 +48,7 @@ class Environment(Protocol):
     action_help: str  # the actor's instruction: what actions exist and what they do
     invalid_action: str  # the observation for a line that holds no action: names the real action forms
     max_steps: int  # actor steps per trial unless settings rollout.max_steps says otherwise
+    held_out_split: str  # for evaluation only, never training data (recorded as tasks.held_out)
 
     def parse_action(self, text: str) -> str | None:
         """The action in one line the actor wrote, normalised as `step` takes it; None when it holds none."""

@@ -125,6 +125,7 @@ class HotpotQA(BracketActions):
     action_help = ACTION_HELP
     invalid_action = NO_ACTION
     max_steps = MAX_STEPS
+    held_out_split = "eval"
 
     def __init__(self, settings: Settings, data_dir: Path | None = None):
         self.settings = settings

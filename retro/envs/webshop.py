@@ -210,6 +210,7 @@ class WebShop(BracketActions):
     action_help = ACTION_HELP
     invalid_action = NO_ACTION
     max_steps = MAX_STEPS
+    held_out_split = "eval"
 
     def __init__(self, settings: Settings, seed: int = 0, limit: int | None = None,
                  data_dir: Path | None = None, examples: int = 1):

@@ -9,6 +9,7 @@ import polars as pl
 
 from retro.agent.rollout import Models, load_models, rollout
 from retro.config import MODES, Settings
+from retro.envs import held_out_split
 from retro.errors import ModelNotFoundError
 from retro.eval.promote import held_out_settings
 from retro.store.lake import Lake
@@ -32,7 +33,7 @@ def compare_modes(settings: Settings, lake: Lake, *, env: str, tasks: int, trial
         except ModelNotFoundError as err:
             log.info("compare: skip %s (%s)", mode, err)
             continue
-        result = rollout(settings, lake, env=env, split=settings.eval.split, mode=mode, tasks=tasks,
+        result = rollout(settings, lake, env=env, split=held_out_split(env, settings), mode=mode, tasks=tasks,
                          trials=trials, tag=tag, models=models)
         row = {"mode": mode, "model_version": models.retro_version or "-", "run_id": result.run_id}
         row.update({f"success_trial_{i}": v for i, v in enumerate(result.success_by_trial)})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from retro.agent.rollout import Models, check_counts, load_models, rollout
 from retro.agent.runner import RunResult
 from retro.config import Settings
+from retro.envs import held_out_split
 from retro.store import queries
 from retro.store.lake import Lake
 
@@ -66,7 +67,7 @@ def evaluate_candidate(settings: Settings, lake: Lake, candidate: str, *, env: s
     settings = held_out_settings(settings)
     env = env or settings.rollout.env
     check_counts(tasks, trials)  # before `or` turns an explicit 0 into the default
-    split, tasks, trials = settings.eval.split, tasks or settings.eval.tasks, trials or settings.eval.trials
+    split, tasks, trials = held_out_split(env, settings), tasks or settings.eval.tasks, trials or settings.eval.trials
     models_for = models_for or (lambda mode, adapter: load_models(settings, lake, mode, adapter))
     promoted = registry.promoted_model(lake)
     incumbent = promoted.model_id if promoted else BASE

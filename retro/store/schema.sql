@@ -93,6 +93,10 @@ ALTER TABLE ratings ADD COLUMN IF NOT EXISTS sample INTEGER DEFAULT 0;
 -- the runs compared side by side can be found again (NULL in lakes made before it was recorded).
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS tag VARCHAR;
 
+-- Whether the task is on its environment's held-out split (Environment.held_out_split): evaluation only,
+-- never training data, whatever environments a data set pools (NULL in lakes made before it was recorded).
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS held_out BOOLEAN;
+
 -- [model_id, recorded_at]: a trained adapter seen answering on a server (`retro models check --adapter`):
 -- vLLM serves it as a model named by its model_id, llama-server as its GGUF's index `lora_id` among its
 -- --lora files. Appended, like promotions: the newest row per adapter is where it was last seen served.

@@ -5,7 +5,8 @@ A version is the hash of the SQL text, the snapshot and the bound parameters, so
 same snapshot gives the same rows and the same version (and registers nothing new), while new data
 gives a new version. The recorded snapshot is the newest one (up to the requested snapshot, default
 now) that changed a table the SQL reads, so writes it cannot see (registry rows, other tables) do
-not make a new version. Runs on the held-out split (settings eval.split) are never training data.
+not make a new version. Runs on a held-out split (each environment's, recorded as tasks.held_out, and
+settings eval.split when set) are never training data, whatever environments a data set pools.
 """
 
 from __future__ import annotations
@@ -68,8 +69,19 @@ def dataset_params(settings: Settings) -> dict[str, Any]:
         "label_version": settings.label.version,
         "threshold": settings.dataset.positive_threshold,
         "env": settings.dataset.env,
-        "eval_split": settings.eval.split,
+        "held_out": held_out_splits(settings),
     }
+
+
+def held_out_splits(settings: Settings) -> list[str]:
+    """"env/split" of every environment's held-out split, and of settings eval.split in each when it is set."""
+    from retro.envs import available_envs, env_class
+
+    splits = set()
+    for env in available_envs():
+        own = getattr(env_class(env), "held_out_split", None)
+        splits |= {f"{env}/{split}" for split in (own, settings.eval.split) if split}
+    return sorted(splits)
 
 
 def dataset_version_id(sql_text: str, snapshot: int, params: dict[str, Any]) -> str:
