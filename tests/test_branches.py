@@ -130,3 +130,15 @@ def test_the_views_show_each_groups_spread_and_whether_the_best_beat_sample_0(se
         assert (greedy, spread, beats, all_equal) == (0.0, float(wins), wins, not wins)
     curve = lake.read("SELECT trial, success_rate FROM lake.success_by_trial ORDER BY trial")
     assert curve["success_rate"].to_list() == [0.0, 0.0]  # branch successes are not the main line's
+
+
+def test_the_report_shows_how_branches_rated_apart(settings, lake, tmp_path):
+    from retro.eval.report import read_report_data, write_report
+
+    run(settings, lake, trials=2)
+    rate_reflections(lake, "v1")
+    branches = read_report_data(lake).branches
+    wins = sum(any(right_seed(f"eval-{k:02d}", 0, g) for g in range(1, G)) for k in range(4))
+    assert branches.select("reflections_per_failure", "failures", "rated_apart", "best_beat_sample_0").row(0) == (
+        G, 4, wins, wins)
+    assert "Branches: several reflections per failure" in write_report(lake, tmp_path / "report").read_text()

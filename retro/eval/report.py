@@ -39,6 +39,15 @@ WHERE rating IS NOT NULL
 ORDER BY model_version
 """
 MODELS_SQL = "SELECT model_id, stage, metrics FROM lake.model_versions ORDER BY created_at, model_id"
+BRANCHES_SQL = """
+SELECT run_id, mode, env, max(n_samples) AS reflections_per_failure, count(*) AS failures,
+       count(*) FILTER (WHERE NOT all_equal) AS rated_apart, count(*) FILTER (WHERE best_beats_greedy) AS best_beat_sample_0,
+       round(avg(spread), 3) AS mean_spread, round(max(spread), 3) AS max_spread
+FROM lake.reflection_groups
+WHERE n_samples > 1
+GROUP BY run_id, mode, env
+ORDER BY run_id
+"""
 LINEAGE_SQL = """
 SELECT model_id, stage, parent_model_id, dataset, dataset_version, snapshot_id, row_count, n_runs, promoted
 FROM lake.model_lineage
@@ -53,6 +62,7 @@ class ReportData:
     curves: pl.DataFrame  # the success_by_trial view's rows, one per run and trial
     ratings: pl.DataFrame
     models: pl.DataFrame
+    branches: pl.DataFrame  # per run with several reflections per failure: how far their ratings spread
     lineage: pl.DataFrame
     snapshot: int | None = None  # the lake snapshot these rows were read at
     figures: list[tuple[str, str]] = field(default_factory=list)  # (title, png file name)
@@ -64,9 +74,10 @@ class ReportData:
 
 def read_report_data(lake: Lake) -> ReportData:
     with lake.connect() as con:
-        frames = [con.execute(sql).pl() for sql in (CURVES_SQL, RATINGS_SQL, MODELS_SQL, LINEAGE_SQL)]
+        curves, ratings, models, branches, lineage = (
+            con.execute(sql).pl() for sql in (CURVES_SQL, RATINGS_SQL, MODELS_SQL, BRANCHES_SQL, LINEAGE_SQL))
         snapshot = con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
-    return ReportData(*frames, snapshot=snapshot)
+    return ReportData(curves, ratings, models, branches, lineage, snapshot=snapshot)
 
 
 def mean_curves(curves: pl.DataFrame) -> pl.DataFrame:
@@ -259,6 +270,11 @@ def write_report(lake: Lake, out_dir: Path | str) -> Path:
     if not data.ratings.is_empty():
         plot_rating_histograms(data.ratings, out / "ratings.png")
         figure("Reflection ratings per model version", "ratings.png")
+    if not data.branches.is_empty():
+        sections.append("<h2>Branches: several reflections per failure, each tried by its own trial</h2>"
+                        "<p>rated_apart: failures whose reflections got different ratings (pairs for the reward model); "
+                        "best_beat_sample_0: the best of them beat the retrospective model's own (sample 0).</p>")
+        sections.append(frame_html(data.branches))
     if plot_training(data.models, out / "training.png"):
         figure("Training curves: reward and KL per model version", "training.png")
     sections.append("<h2>Model lineage</h2>")
