@@ -13,7 +13,7 @@ from fakeserver import FakeServer, served
 
 from retro.agent.actor import Step
 from retro.agent.guard import ActionGuard, InvalidActionsError
-from retro.agent.rollout import rollout
+from retro.agent.request import rollout_request
 from retro.config import ModelSettings, load_settings
 from retro.envs import ENVS
 from retro.errors import ConfigError
@@ -21,8 +21,9 @@ from retro.llm import make_llm
 from retro.llm.base import GenParams
 from retro.llm.openai_compat import OpenAIBackend
 from retro.llm.served import PROBE
+from retro.orchestrate.rollout import rollout
 from retro.store import Lake
-from retro.train.registry import ModelVersion, register_model_version
+from retro.store.registry import ModelVersion, register_model_version
 
 ADAPTER = "ppo-served01"
 KINDS = {"vllm": "continues", "llama": "echoes"}
@@ -186,11 +187,16 @@ def test_retroformer_mode_with_a_served_adapter_records_which_adapter_answered(
     settings = load_settings(preset="tiny")
     register_adapter(settings)
     lake = Lake(settings)
-    result = rollout(settings, lake, env="toy", split="eval", mode="retroformer", tasks=3, trials=2, adapter=ADAPTER)
+    request = rollout_request(settings, lake, env="toy", split="eval", mode="retroformer", tasks=3, trials=2,
+                              adapter=ADAPTER)
+    result = rollout(settings, lake, request)
     assert result.success_by_trial == [0.0, 1.0]  # the adapter's reflections name the word; the base's do not
     run = lake.read("SELECT retro_model, retro_model_version FROM lake.runs").row(0)
     assert run == (f"tiny+{ADAPTER}", ADAPTER)
     assert lake.read("SELECT DISTINCT model_version FROM lake.reflections")["model_version"].to_list() == [ADAPTER]
+    if kind == "llama":  # the actor's requests switch every adapter off, which llama-server would apply otherwise
+        actor = [r["body"] for r in server.requests if "Previous attempt:" not in json.dumps(r["body"])]
+        assert actor and all(body["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}] for body in actor)
     # where it is served goes into the registry once checked, and `retro models list` says so
     check = retro("models", "check", "--adapter", ADAPTER, "--json")
     assert check.code == 0 and json.loads(check.out)["model"] == f"tiny+{ADAPTER}"
@@ -231,6 +237,7 @@ def test_served_actor_whose_actions_are_all_invalid_stops_the_run_uncommitted(se
     models.actor = actor
     with pytest.raises(InvalidActionsError, match="tiny made no valid action in the first 2 steps of the last 4 "
                                                   "episodes .the last one wrote 'I should answer.'."):
-        rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=4, trials=2, models=models)
+        rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="reflexion", tasks=4,
+                                                trials=2), models=models)
     assert lake.read("SELECT count(*) FROM lake.trials").item() == 0
     assert sum("Action 2:" in r["body"]["messages"][-1]["content"] for r in server.requests) == 4  # 2 steps each

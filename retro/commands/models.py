@@ -79,9 +79,9 @@ def _load_for_check(cfg, adapter: str | None):
 
     if adapter is None:
         return make_llm(cfg.actor, cfg), cfg.actor
-    from retro.agent.rollout import resolve_adapter
+    from retro.agent.request import resolve_adapter
     from retro.store import Lake
-    from retro.train.registry import record_serving
+    from retro.store.registry import record_serving
 
     lake = Lake(cfg).require()
     model_id, path = resolve_adapter(lake, adapter, cfg.retrospective.model)
@@ -97,7 +97,7 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
     Example: retro models list
     """
     from retro.store import Lake
-    from retro.train.registry import list_model_versions
+    from retro.store.registry import list_model_versions
 
     print_frame(list_model_versions(Lake(settings()).require()), title="model versions", as_json=as_json)
 
@@ -122,5 +122,5 @@ def export(
     cfg = settings()
     out = export_gguf(cfg, Lake(cfg).require(), gguf, outtype)
     console.print(f"{gguf} -> {out} ({out.stat().st_size / 1e6:.1f} MB)", highlight=False)
-    console.print(f"serve it: llama-server ... --lora {out} --lora-init-without-apply, then set "
+    console.print(f"serve it: llama-server ... --lora {out}, then set "
                   "RETRO_RETROSPECTIVE__BACKEND=openai RETRO_RETROSPECTIVE__ADAPTER_SERVER=llama-server", highlight=False)

@@ -1,25 +1,32 @@
 """llama.cpp on this machine, from PyPI alone: the `llama-cpp-python` sdist carries llama.cpp's sources,
 which give the GGUF converters (`retro models export --gguf`, the served bench) and, built once,
-`llama-server` (the CPU peer of the embedded backend, and the slow served tests).
+`llama-server` (the CPU peer of the embedded backend, and the slow served tests), which `serve` runs.
 
     just llama-server    # = python -m retro.llm.llama_cpp: download, unpack, cmake, once
 
 Everything lives in one cache folder, `~/.cache/retro/llama.cpp-<version>` (or $RETRO_LLAMA_CPP_DIR):
-`src/` (llama.cpp's tree) and `build/bin/llama-server`. The web UI is not built and not downloaded.
+`src/` (llama.cpp's tree), `build/bin/llama-server` and `models/` (GGUFs of the embedded model). The web
+UI is not built and not downloaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import httpx
+
+from retro.config import Settings
 from retro.errors import ModelNotFoundError
 
 VERSION = "0.3.36"  # llama-cpp-python, whose vendor/llama.cpp is the llama.cpp we build and convert with
@@ -28,6 +35,9 @@ CMAKE_OPTIONS = (
     "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",  # no npm build, no asset download
     "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_OPENSSL=OFF",
 )
+# The converters' Python needs beyond this project's (torch, transformers, safetensors, their own gguf-py):
+# convert_hf_to_gguf.py imports sentencepiece before it looks for a tokenizer.model (requirements/ of llama.cpp).
+CONVERTER_NEEDS = ("sentencepiece==0.2.1",)
 GET_IT = "run `just llama-server` (builds llama.cpp from PyPI's llama-cpp-python sdist, once)"
 
 
@@ -81,15 +91,78 @@ def fetch_source() -> Path:
 
 
 def build_server(jobs: int) -> Path:
-    """Configure and build the llama-server target only (minutes of CPU: niced); skipped when built."""
+    """Configure and build the llama-server target only (minutes of CPU: niced); skipped when built. The
+    build's wall time is kept in build/seconds for the bench."""
     found = server_binary()
     if found:
         return found
+    start = time.perf_counter()
     src, build = fetch_source(), home() / "build"
     nice = ["nice", "-n", "19"] if shutil.which("nice") else []
     subprocess.run([*nice, "cmake", "-S", str(src), "-B", str(build), *CMAKE_OPTIONS], check=True)
     subprocess.run([*nice, "cmake", "--build", str(build), "--target", "llama-server", "-j", str(jobs)], check=True)
+    (build / "seconds").write_text(f"{time.perf_counter() - start:.0f} s with -j {jobs}\n")
     return home() / "build" / "bin" / "llama-server"
+
+
+def embedded_gguf(settings: Settings, outtype: str) -> Path:
+    """The embedded SmolLM2 as a GGUF of `outtype` (f32, q8_0, ...), converted once from its HF cache by
+    llama.cpp's convert_hf_to_gguf.py, so llama-server runs the very weights the embedded backend does."""
+    from retro.llm.embedded import CACHE_NAME, ensure_embedded
+
+    out = home() / "models" / f"{CACHE_NAME}-{outtype}.gguf"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(f".{out.name}.partial")
+        convert("convert_hf_to_gguf.py", [str(ensure_embedded(settings)), "--outfile", str(partial),
+                                          "--outtype", outtype])
+        partial.replace(out)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(model: Path, loras: Sequence[Path] = (), threads: int | None = None, slots: int = 4, context: int = 2048,
+          log: Path | None = None, ready_s: float = 120.0) -> Iterator[str]:
+    """Run llama-server on 127.0.0.1 with `model` (and LoRA files, which the openai backend switches per
+    request), `slots` parallel requests of `context` tokens each; yields its base URL (…/v1) once healthy."""
+    binary = server_binary()
+    if binary is None:
+        raise ModelNotFoundError(f"llama-server is not built in {home()}: {GET_IT}")
+    port, threads = _free_port(), threads or os.cpu_count() or 1
+    args = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-t", str(threads),
+            "-tb", str(threads), "-np", str(slots), "-c", str(slots * context), "--no-webui"]
+    for lora in loras:
+        args += ["--lora", str(lora)]
+    with open(log or os.devnull, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            root = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + ready_s
+            while not _healthy(root):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise ModelNotFoundError(f"llama-server did not start ({' '.join(args)}): see {log or 'its log'}")
+                time.sleep(0.2)
+            yield root + "/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _healthy(root: str) -> bool:
+    try:
+        return httpx.get(root + "/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def main() -> None:
@@ -99,6 +172,7 @@ def main() -> None:
     if not shutil.which("cmake"):
         sys.exit("cmake is needed: apt-get install cmake, or pip install cmake")
     start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", *CONVERTER_NEEDS], check=True)
     path = build_server(args.jobs)
     print(f"llama-server: {path} ({time.perf_counter() - start:.0f} s); llama.cpp sources: {source_dir()}")
 

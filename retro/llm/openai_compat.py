@@ -133,10 +133,12 @@ class OpenAIBackend:
         self._count = threading.Lock()
         self.prefill = None if settings.prefill == "auto" else settings.prefill  # None until probed
         self.served_adapter: served.ServedAdapter | None = None
+        self.extra: dict[str, Any] | None = None  # what every request adds to name the adapter (or none); None: ask
         if adapter_path:
             with self._client() as client:
                 self.served_adapter = served.find_adapter(client, self.base_url, settings.adapter_server,
                                                           adapter_path, settings.adapter_load, setting_prefix)
+            self.extra = self.served_adapter.request_fields()
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(name={self.name!r}, base_url={self.base_url!r})"
@@ -154,6 +156,8 @@ class OpenAIBackend:
         start = time.perf_counter()
         key = os.environ.get(self.settings.api_key_env)
         with self._client() as client:
+            if self.extra is None:
+                self.extra = served.base_model_fields(client, self.base_url)
             if self.prefill is None and any(served.prefilled(p) for p in prompts):
                 self._probe(client, key)
             workers = max(1, min(self.settings.concurrency, len(prompts)))
@@ -204,8 +208,7 @@ class OpenAIBackend:
         self, client: httpx.Client, prompt: Prompt, params: GenParams, seed: int, key: str | None
     ) -> _Result:
         """One prompt with retries; never raises for HTTP trouble, the one-line error goes into the result."""
-        extra = self.served_adapter.request_fields() if self.served_adapter else {}
-        path, body = request_body(self.model, prompt, params, seed, extra)
+        path, body = request_body(self.model, prompt, params, seed, self.extra)
         url = self.base_url + path
         attempts = self.settings.retries + 1
         retrying = tenacity.Retrying(

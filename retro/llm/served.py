@@ -10,7 +10,10 @@ tells the three apart: its prefill starts as no fresh answer would, and ends ins
 Adapters. vLLM serves a LoRA adapter as a model of its own name (`--lora-modules NAME=PATH`, or loaded at
 run time); llama-server applies the adapters given with `--lora FILE.gguf` by index, per request
 (`"lora": [{"id": N, "scale": 1}]`). Either way the adapter's name is its folder's, i.e. its model_id,
-and llama-server's file is `<model_id>.gguf` (`retro models export --gguf MODEL_ID`).
+and llama-server's file is `<model_id>.gguf` (`retro models export --gguf MODEL_ID`). A request that names
+no adapter gets llama-server's start-up scales (1 for every --lora file, `--lora-init-without-apply` or not,
+in llama.cpp of llama-cpp-python 0.3.36) and may reuse a prompt cached under an adapter; so requests for the
+base model on a llama-server that holds adapters name each at scale 0 (`base_model_fields`).
 """
 
 from __future__ import annotations
@@ -82,6 +85,17 @@ def server_root(base_url: str) -> str:
     return base_url.removesuffix("/v1")
 
 
+def base_model_fields(client: httpx.Client, base_url: str) -> dict[str, Any]:
+    """What a request for the base model adds: every LoRA adapter of a llama-server at scale 0; nothing on a
+    server without /lora-adapters (vLLM, Ollama, OpenAI)."""
+    try:
+        listed = client.get(server_root(base_url) + "/lora-adapters")
+        entries = listed.json() if listed.status_code == 200 else []
+        return {"lora": [{"id": int(e["id"]), "scale": 0.0} for e in entries]} if entries else {}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def find_adapter(client: httpx.Client, base_url: str, server: str, adapter_path: str, load: bool,
                  prefix: str) -> ServedAdapter:
     """Check that the server serves this adapter (loading it on vLLM when `load`); a one-line error if not."""
@@ -126,4 +140,4 @@ def _find_on_llama_server(client: httpx.Client, base_url: str, name: str, prefix
             return ServedAdapter("llama-server", base_url, name, int(entry["id"]))
     have = ", ".join(Path(str(e.get("path", ""))).name for e in adapters) or "none"
     raise ConfigError(f"llama-server at {base_url} has no adapter {name}.gguf (it has: {have}): run `retro models "
-                      f"export --gguf {name}`, then start llama-server with --lora <that file> --lora-init-without-apply")
+                      f"export --gguf {name}`, then start llama-server with --lora <that file>")
