@@ -28,6 +28,7 @@ import polars as pl
 from common import ROOT, fresh_settings
 
 SIZES = {  # train tasks, held-out tasks, held-out trials, PPO/GRPO episodes
+    "smoke": {"train": 3, "held_out": 2, "trials": 2, "episodes": 4},  # the slow test: mechanics only
     "quick": {"train": 12, "held_out": 12, "trials": 3, "episodes": 16},
     "default": {"train": 40, "held_out": 40, "trials": 3, "episodes": 64},
     "full": {"train": 98, "held_out": 100, "trials": 3, "episodes": 256},
@@ -84,14 +85,16 @@ def settings_for(home: Path, size: str, **train):
 def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
     """Step 1: the training night. Returns candidate name -> adapter model id (stages that trained)."""
     from retro.agent.rating import rate_reflections
-    from retro.agent.rollout import rollout
+    from retro.agent.request import rollout_request
+    from retro.orchestrate.rollout import rollout
+    from retro.store.registry import get_model_version
     from retro.train.datasets import build_datasets
     from retro.train.grpo import train_group
     from retro.train.pipeline import train_all
-    from retro.train.registry import get_model_version
 
-    clock.time("night rollout (train split, G=4)", rollout, settings, lake, env="hotpotqa", split="train",
-               mode="reflexion", tasks=SIZES[size]["train"], trials=2, tag=TAG)
+    request = rollout_request(settings, lake, env="hotpotqa", split="train", mode="reflexion",
+                              tasks=SIZES[size]["train"], trials=2, tag=TAG)
+    clock.time("night rollout (train split, G=4)", rollout, settings, lake, request)
     clock.time("label", rate_reflections, lake, settings.label.version)
     trained = clock.time("data sets + SFT + reward model + PPO", train_all, settings, lake)
     candidates = {"ppo": trained["ppo"]} if trained["ppo"] else {}
@@ -117,16 +120,20 @@ def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
 
 def evaluate(settings, lake, clock: Clock, size: str, candidates: dict[str, str]) -> dict[str, str]:
     """Step 2: every arm on the same held-out tasks. Returns arm name -> run id."""
-    from retro.agent.rollout import load_models, rollout
-    from retro.eval.promote import held_out_settings
+    from retro.agent.request import held_out_request, with_mode
+    from retro.agent.spec import load_models
+    from retro.orchestrate.promote import held_out_settings
+    from retro.orchestrate.rollout import rollout
 
     s = held_out_settings(settings)  # the Reflexion protocol: one greedy reflection per failure
+    request = held_out_request(s, lake, env="hotpotqa", tasks=SIZES[size]["held_out"], trials=SIZES[size]["trials"],
+                               tag=TAG)
     arms = {}
     for name, mode, adapter in [("react", "react", None), ("reflexion", "reflexion", None),
                                 *((f"retroformer {c}", "retroformer", m) for c, m in candidates.items())]:
-        models = load_models(s, lake, mode, adapter)
-        result = clock.time(f"held-out: {name}", rollout, s, lake, env="hotpotqa", split="eval", mode=mode,
-                            tasks=SIZES[size]["held_out"], trials=SIZES[size]["trials"], tag=TAG, models=models)
+        arm = with_mode(s, lake, request, mode, adapter)
+        models = load_models(s, arm)
+        result = clock.time(f"held-out: {name}", rollout, s, lake, arm, models=models)
         arms[name] = result.run_id
     return arms
 
@@ -162,13 +169,14 @@ def verdict(table: pl.DataFrame) -> list[str]:
     return lines
 
 
-def run(quick: bool, full: bool = False) -> list[str]:
+def run(quick: bool, full: bool = False, size: str | None = None, home: Path | None = None) -> list[str]:
+    """The section's lines; `size` and `home` are for the test (default: by the flags, in bench/out/)."""
     from retro.eval.paired import compare_arms
     from retro.eval.report import comparison_table
     from retro.store import Lake
 
-    size = "full" if full else "quick" if quick else "default"
-    home = home_for(size)
+    size = size or ("full" if full else "quick" if quick else "default")
+    home = home or home_for(size)
     settings = settings_for(home, size)
     lake = Lake(settings)
     clock = Clock()
