@@ -24,11 +24,11 @@ from typing import Any
 from retro.config import Settings
 from retro.llm.base import LLM
 from retro.store.lake import Lake
+from retro.store.registry import ModelVersion, register_model_version, trained_before
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
 from retro.train.env_reward import EnvironmentReward
 from retro.train.ppo import Parent, resolve_parent, save_standalone_adapter
-from retro.train.registry import ModelVersion, register_model_version, trained_before
 from retro.train.result import Skipped, skip
 from retro.train.reward import reward_text, score_texts
 
@@ -105,9 +105,7 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         return done
 
     # 3. models, seeded from config
-    lora.seed_everything(settings.train.seed)
-    base = lora.base_model_path(settings)
-    tokenizer = lora.load_tokenizer(base)
+    base, tokenizer = lora.seeded_base(settings)
     policy = lora.load_policy(base, policy_parent.adapter_path if policy_parent else None, tokenizer, merge=True)
     if by_environment:
         from retro.llm import make_llm

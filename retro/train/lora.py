@@ -51,6 +51,13 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
+def seeded_base(settings: Settings) -> tuple[Path, Any]:
+    """How every stage starts: seeds from config, then the retrospective base model's folder and tokenizer."""
+    seed_everything(settings.train.seed)
+    base = base_model_path(settings)
+    return base, load_tokenizer(base)
+
+
 def base_model_path(settings: Settings) -> Path:
     """The retrospective model's HF folder ("embedded" converts the shipped GGUF once)."""
     from retro.llm.embedded import resolve_model_path

@@ -23,15 +23,15 @@ from pathlib import Path
 from retro.config import Settings
 from retro.errors import ConfigError
 from retro.store.lake import Lake
-from retro.train import lora
-from retro.train.datasets import DatasetVersion, build_dataset
-from retro.train.registry import (
+from retro.store.registry import (
     ModelVersion,
     get_model_version,
     latest_model_version,
     register_model_version,
     trained_before,
 )
+from retro.train import lora
+from retro.train.datasets import DatasetVersion, build_dataset
 from retro.train.result import Skipped, skip
 
 log = logging.getLogger(__name__)
@@ -150,9 +150,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         return done
 
     # 3. models, seeded from config
-    lora.seed_everything(settings.train.seed)
-    base = lora.base_model_path(settings)
-    tokenizer = lora.load_tokenizer(base)
+    base, tokenizer = lora.seeded_base(settings)
     policy = lora.load_policy(base, policy_parent.adapter_path if policy_parent else None, tokenizer, merge=True)
     reward = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
     value = value_model_from(reward, settings)

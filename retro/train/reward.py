@@ -22,9 +22,9 @@ import torch
 
 from retro.config import Settings
 from retro.store.lake import Lake
+from retro.store.registry import ModelVersion, register_model_version, trained_before
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
-from retro.train.registry import ModelVersion, register_model_version, trained_before
 from retro.train.result import Skipped, skip
 from retro.train.sft import loss_metrics
 
@@ -108,6 +108,14 @@ def split_prompts(prompts: list[str], eval_fraction: float, seed: int) -> tuple[
     return [i for i, p in enumerate(prompts) if p not in held], [i for i, p in enumerate(prompts) if p in held]
 
 
+def _classifier(settings: Settings):
+    """(tokenizer, the base model as a one-logit classifier), seeded; prompts are cut from the left, so the
+    reflection at the end always stays."""
+    base, tokenizer = lora.seeded_base(settings)
+    tokenizer.truncation_side = "left"
+    return tokenizer, lora.load_classifier(base, tokenizer)
+
+
 def _save(model, final, work) -> None:
     """Save the adapter (with its score head) into `work`, then move it to `final` in one rename."""
     try:
@@ -162,11 +170,7 @@ def train_pairwise(settings: Settings, lake: Lake, data: DatasetVersion) -> Mode
         return done
 
     # 2. model and tokenizer, seeded from config
-    lora.seed_everything(settings.train.seed)
-    base = lora.base_model_path(settings)
-    tokenizer = lora.load_tokenizer(base)
-    tokenizer.truncation_side = "left"  # keep the reflection, drop the oldest prompt text
-    model = lora.load_classifier(base, tokenizer)
+    tokenizer, model = _classifier(settings)
     chosen = [reward_text(tokenizer, p, c) for p, c in zip(prompts, frame["chosen"].to_list(), strict=True)]
     rejected = [reward_text(tokenizer, p, r) for p, r in zip(prompts, frame["rejected"].to_list(), strict=True)]
 
@@ -227,11 +231,7 @@ def train_pointwise(settings: Settings, lake: Lake, data: DatasetVersion) -> Mod
         return done
 
     # 2. model and tokenizer, seeded from config
-    lora.seed_everything(settings.train.seed)
-    base = lora.base_model_path(settings)
-    tokenizer = lora.load_tokenizer(base)
-    tokenizer.truncation_side = "left"  # keep the reflection, drop the oldest prompt text
-    model = lora.load_classifier(base, tokenizer)
+    tokenizer, model = _classifier(settings)
     from peft import get_peft_model
 
     model = get_peft_model(model, lora.lora_config(settings, "seq-cls"))

@@ -12,9 +12,9 @@ import time
 
 from retro.config import Settings
 from retro.store.lake import Lake
+from retro.store.registry import ModelVersion, register_model_version, trained_before
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
-from retro.train.registry import ModelVersion, register_model_version, trained_before
 from retro.train.result import Skipped, skip
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,7 @@ def train_sft(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         return done
 
     # 2. model and tokenizer, seeded from config
-    lora.seed_everything(settings.train.seed)
-    base = lora.base_model_path(settings)
-    tokenizer = lora.load_tokenizer(base)
+    base, tokenizer = lora.seeded_base(settings)
     tokenizer.padding_side = "right"  # training batches; generation pads left
     model = lora.load_causal_lm(base, tokenizer)
 
