@@ -16,7 +16,6 @@ the saved adapter stands alone on the base (SFT and this stage concatenated).
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +27,7 @@ from retro.store.registry import ModelVersion, register_model_version, trained_b
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
 from retro.train.env_reward import EnvironmentReward
-from retro.train.ppo import Parent, resolve_parent, save_standalone_adapter
+from retro.train.ppo import Parent, resolve_parent, save_policy
 from retro.train.result import Skipped, skip
 from retro.train.reward import reward_text, score_texts
 
@@ -149,14 +148,7 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         reward_fn.finish()
 
     # 5. save one standalone adapter atomically, then register it
-    try:
-        trainer.model.save_pretrained(work / algorithm)
-        save_standalone_adapter(base, tokenizer, policy_parent.adapter_path if policy_parent else None,
-                                work / algorithm, work / "adapter")
-        shutil.rmtree(final, ignore_errors=True)
-        (work / "adapter").rename(final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    save_policy(trainer.model, base, tokenizer, policy_parent.adapter_path if policy_parent else None, final, work)
     metrics = {**group_metrics(trainer.state.log_history, seconds), "train/rows": frame.height,
                "group/num_generations": group}
     version = ModelVersion(

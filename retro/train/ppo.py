@@ -116,6 +116,17 @@ def save_standalone_adapter(base_path: Path, tokenizer, sft_adapter: Path | None
     shutil.rmtree(out.with_name(out.name + ".cat"))
 
 
+def save_policy(model, base_path: Path, tokenizer, sft_adapter: Path | None, final: Path, work: Path) -> None:
+    """Save a trained policy's adapter as one standalone adapter at `final`: written in `work`, then renamed."""
+    try:
+        model.save_pretrained(work / "policy")
+        save_standalone_adapter(base_path, tokenizer, sft_adapter, work / "policy", work / "adapter")
+        shutil.rmtree(final, ignore_errors=True)
+        (work / "adapter").rename(final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # -- the stage ---------------------------------------------------------------------------------------------
 def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | None = None,
               sft: Parent = None, reward_model: Parent = None) -> ModelVersion | Skipped:
@@ -192,14 +203,8 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     seconds = time.perf_counter() - start
 
     # 5. save one standalone adapter atomically, then register it
-    try:
-        trainer.policy_model.save_pretrained(work / "ppo")
-        save_standalone_adapter(base, tokenizer, policy_parent.adapter_path if policy_parent else None,
-                                work / "ppo", work / "adapter")
-        shutil.rmtree(final, ignore_errors=True)
-        (work / "adapter").rename(final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    save_policy(trainer.policy_model, base, tokenizer, policy_parent.adapter_path if policy_parent else None,
+                final, work)
     metrics = {**ppo_metrics(trainer.state.log_history, seconds), "train/rows": frame.height,
                "ppo/batch_size": batch}
     version = ModelVersion(
