@@ -20,14 +20,16 @@ QUICK = {"tasks": 3, "trials": 2}
 
 def night(settings, lake, branches: int, tasks: int, trials: int) -> dict:
     from retro.agent.rating import rate_reflections
-    from retro.agent.rollout import rollout
+    from retro.agent.request import rollout_request
     from retro.commands.demo import ENV
+    from retro.orchestrate.rollout import rollout
     from retro.train.datasets import build_dataset
 
     settings.rollout.reflections_per_failure = branches
     start = time.perf_counter()
-    result = rollout(settings, lake, env=ENV, split="train", mode="reflexion", tasks=tasks, trials=trials,
-                     tag=f"branches-{branches}")
+    request = rollout_request(settings, lake, env=ENV, split="train", mode="reflexion", tasks=tasks, trials=trials,
+                              tag=f"branches-{branches}")
+    result = rollout(settings, lake, request)
     wall = time.perf_counter() - start
     rate_reflections(lake, settings.label.version)
     rated = lake.read("""

@@ -19,8 +19,10 @@ SPLITS = (("alfworld", "valid_unseen"), ("webshop", "eval"), ("hotpotqa", "eval"
 
 
 def run(quick: bool) -> list[str]:
-    from retro.agent.rollout import Models, load_models, rollout
+    from retro.agent.request import rollout_request
+    from retro.agent.spec import Models, load_models
     from retro.envs import env_class
+    from retro.orchestrate.rollout import rollout
     from retro.store import Lake
 
     tasks, trials, max_steps = (2, 2, 5) if quick else (10, 3, None)
@@ -32,14 +34,16 @@ def run(quick: bool) -> list[str]:
         picks = {"sample": tasks, "max_steps": max_steps}
         settings = fresh_settings(Path(tmp), share_models=True, rollout=picks)
         lake = Lake(settings)
-        reflexion = load_models(settings, lake, "reflexion")  # one model: actor and retrospective share it
+        # one model: actor and retrospective share it
+        reflexion = load_models(settings, rollout_request(settings, lake, mode="reflexion"))
         models = {"react": Models(reflexion.actor, None, None), "reflexion": reflexion}
         for env, split in SPLITS:
             for mode in ("react", "reflexion"):
                 start = time.perf_counter()
                 k = 1 if mode == "react" else trials
-                result = rollout(settings, lake, env=env, split=split, mode=mode, trials=k, tag="bench-envs",
-                                 models=models[mode])
+                result = rollout(settings, lake, rollout_request(settings, lake, env=env, split=split,
+                                                                 mode=mode, trials=k,
+                                                                 tag="bench-envs"), models=models[mode])
                 wall = time.perf_counter() - start
                 steps = lake.read("SELECT valid, observation FROM lake.steps WHERE run_id = ?",
                                   [result.run_id])

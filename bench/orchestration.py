@@ -17,15 +17,17 @@ def run(quick: bool) -> list[str]:
     import toyenv
     from prefect.testing.utilities import prefect_test_harness
 
-    import retro.agent.rollout as rollout_module
+    import retro.agent.spec as spec_module
     from flows.label import label_flow
     from flows.rollout import rollout_flow
     from retro.agent.rating import rate_reflections
+    from retro.agent.request import rollout_request
     from retro.envs import ENVS
+    from retro.orchestrate.rollout import rollout
     from retro.store import Lake
 
     ENVS["toy"] = "toyenv:ToyEnv"
-    rollout_module.load_models = lambda *a, **k: toyenv.models()
+    spec_module.load_models = lambda *a, **k: toyenv.models()
     tasks, rounds = (6, 2) if quick else (12, 3)
     direct, flows = [], []
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=180):
@@ -34,8 +36,9 @@ def run(quick: bool) -> list[str]:
         rollout_flow(env="toy", split="eval", mode="reflexion", tasks=1, trials=1, tag="warm-up")
         for i in range(rounds):
             start = time.perf_counter()
-            rollout_module.rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=tasks,
-                                   trials=3, tag=f"direct-{i}", models=toyenv.models())
+            rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="reflexion",
+                                                    tasks=tasks, trials=3, tag=f"direct-{i}"),
+                    models=toyenv.models())
             rate_reflections(lake, f"direct-{i}")
             direct.append(time.perf_counter() - start)
             start = time.perf_counter()

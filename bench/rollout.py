@@ -46,9 +46,11 @@ def actions(lake, run_id: str) -> dict[tuple, str]:
 
 
 def run(quick: bool) -> list[str]:
-    from retro.agent.rollout import load_models, make_spec, rollout
+    from retro.agent.request import rollout_request
     from retro.agent.runner import Runner
+    from retro.agent.spec import load_models, make_spec
     from retro.envs import get_env
+    from retro.orchestrate.rollout import rollout
     from retro.store import Lake
 
     tasks, trials, steps = (4, 1, 2) if quick else (8, 2, 4)
@@ -56,10 +58,11 @@ def run(quick: bool) -> list[str]:
         settings = fresh_settings(Path(tmp), share_models=True, rollout={"max_steps": steps},
                                   actor={"max_new_tokens": 32})
         lake = Lake(settings)
-        models = load_models(settings, lake, "react")
+        models = load_models(settings, rollout_request(settings, lake, mode="react"))
         actor, defaults = models.actor, models.actor.settings
         warm = settings.model_copy(update={"rollout": settings.rollout.model_copy(update={"max_steps": 1})})
-        rollout(warm, lake, env="hotpotqa", split="eval", mode="react", tasks=2, trials=1, tag="warm-up", models=models)
+        rollout(warm, lake, rollout_request(warm, lake, env="hotpotqa", split="eval", mode="react", tasks=2,
+                                            trials=1, tag="warm-up"), models=models)
         env = get_env("hotpotqa", settings)
         task_ids = [t.task_id for t in env.load_tasks("eval")[:tasks]]
 

@@ -81,7 +81,9 @@ def run_stage(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from retro.store import Lake
-    from retro.train import train_ppo, train_reward_model, train_sft
+    from retro.train.ppo import train_ppo
+    from retro.train.reward import train_reward_model
+    from retro.train.sft import train_sft
 
     settings = settings_for(args)
     lake = Lake(settings)

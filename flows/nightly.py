@@ -28,7 +28,8 @@ def nightly_flow(env: str | None = None, tasks: int | None = None, trials: int |
     tag = tag or datetime.now(UTC).strftime("nightly-%Y-%m-%d")
     # "auto": the promoted adapter (retroformer mode), or the base model (reflexion) before any promotion
     # one rollout task, or a fan-out over Dask workers when settings rollout.workers > 1
-    collected = run_rollout(env, "train", "auto", tasks, trials, None, tag, overrides=overrides)
+    collected = run_rollout({"env": env, "split": "train", "mode": "auto", "tasks": tasks, "trials": trials,
+                             "tag": tag}, overrides)
     rated = label_task(None, overrides)
     trained = train_task(overrides)  # builds the data sets at one snapshot, then sft -> rm -> ppo
     datasets = trained["datasets"]
@@ -36,7 +37,7 @@ def nightly_flow(env: str | None = None, tasks: int | None = None, trials: int |
     if candidate is None:
         log.info("no candidate adapter tonight (%s): nothing to evaluate", trained)
         return {"rollout": collected, "ratings": rated, "datasets": datasets, "trained": trained, "evaluation": None}
-    evaluation = evaluate_task(candidate, env, tag, overrides)
+    evaluation = evaluate_task(candidate, env, tag=tag, overrides=overrides)
     return {"rollout": collected, "ratings": rated, "datasets": datasets, "trained": trained,
             "evaluation": evaluation}
 

@@ -2,9 +2,11 @@
 
     python -m flows.rollout            (or: prefect deployment run 'rollout/rollout' -p workers=4)
 
-With `workers` > 1 (or settings rollout.workers) the tasks are split into shards; each Dask worker runs
-the batched runner on its shard into Parquet files, and one commit step adds them to the lake. The Dask
-cluster is a local one of `workers` processes, or the scheduler at settings rollout.dask_address.
+The flow's parameters are plain values; its first task resolves them, with the settings, into one
+RolloutRequest (retro.agent.request) that every later task takes. With `workers` > 1 (or settings
+rollout.workers) the tasks are split into shards; each Dask worker runs the batched runner on its shard into
+Parquet files, and one commit step adds them to the lake. The Dask cluster is a local one of `workers`
+processes, or the scheduler at settings rollout.dask_address.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task, unmapped
 
 from flows.common import current_flow_run_id, open_lake, retry_transient
-from retro.agent.rollout import rollout
-from retro.agent.shards import ShardPlan, ShardResult, commit_shards, plan_shards, run_shard
+from retro.agent.request import RolloutRequest, rollout_request
 from retro.config import Settings
+from retro.orchestrate.rollout import rollout
+from retro.orchestrate.shards import ShardPlan, ShardResult, commit_shards, plan_shards, run_shard
 
 
 def _summary(result) -> dict[str, Any]:
@@ -25,25 +28,25 @@ def _summary(result) -> dict[str, Any]:
     return {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written}
 
 
+@task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
+def request_task(options: dict[str, Any], overrides: dict[str, Any] | None = None) -> RolloutRequest:
+    """The flow's parameters resolved once (auto mode and the adapter pinned; reads the registry)."""
+    settings, lake = open_lake(overrides)
+    return rollout_request(settings, lake, **options)
+
+
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_transient)
-def rollout_task(env: str | None = None, split: str | None = None, mode: str | None = None,
-                 tasks: int | None = None, trials: int | None = None, adapter: str | None = None,
-                 tag: str = "", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def rollout_task(request: RolloutRequest, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """A batch of episodes (the whole run): resumable, so a retry continues where the last try stopped."""
     settings, lake = open_lake(overrides)
-    result = rollout(settings, lake, env=env, split=split, mode=mode, tasks=tasks, trials=trials,
-                     adapter=adapter, tag=tag, flow_run_id=current_flow_run_id())
-    return _summary(result)
+    return _summary(rollout(settings, lake, request, flow_run_id=current_flow_run_id()))
 
 
 # -- fan-out ----------------------------------------------------------------------------------------------
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
-def plan_shards_task(workers: int, env: str | None, split: str | None, mode: str | None, tasks: int | None,
-                     trials: int | None, adapter: str | None, tag: str,
-                     overrides: dict[str, Any] | None = None) -> ShardPlan:
+def plan_shards_task(request: RolloutRequest, overrides: dict[str, Any] | None = None) -> ShardPlan:
     settings, lake = open_lake(overrides)
-    return plan_shards(settings, lake, workers, env=env, split=split, mode=mode, tasks=tasks, trials=trials,
-                       adapter=adapter, tag=tag)
+    return plan_shards(settings, lake, request)
 
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_transient)
@@ -60,11 +63,9 @@ def commit_shards_task(plan: ShardPlan, results: list[ShardResult],
 
 
 @flow(name="rollout-fanout")
-def rollout_fanout_flow(workers: int, env: str | None = None, split: str | None = None, mode: str | None = None,
-                        tasks: int | None = None, trials: int | None = None, adapter: str | None = None,
-                        tag: str = "", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def rollout_fanout_flow(request: RolloutRequest, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Plan shards here, run them on the flow's task runner (Dask), commit them here in one transaction."""
-    plan = plan_shards_task(workers, env, split, mode, tasks, trials, adapter, tag, overrides)
+    plan = plan_shards_task(request, overrides)
     shards = rollout_shard_task.map(unmapped(plan), range(len(plan.shards)), unmapped(current_flow_run_id()))
     return commit_shards_task(plan, [shard.result() for shard in shards], overrides)
 
@@ -79,24 +80,25 @@ def dask_task_runner(settings: Settings, workers: int):
                                           "dashboard_address": None})
 
 
-def run_rollout(env: str | None = None, split: str | None = None, mode: str | None = None,
-                tasks: int | None = None, trials: int | None = None, adapter: str | None = None,
-                tag: str = "", workers: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Inside a flow: one rollout task, or the fan-out subflow when more than one worker is asked for."""
+def run_rollout(options: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Inside a flow: resolve the request, then one rollout task, or the fan-out subflow for several workers."""
+    request = request_task(options, overrides)
+    if request.workers <= 1:
+        return rollout_task(request, overrides)
     settings, _ = open_lake(overrides)
-    workers = workers or settings.rollout.workers
-    if workers <= 1:
-        return rollout_task(env, split, mode, tasks, trials, adapter, tag, overrides)
-    fanout = rollout_fanout_flow.with_options(task_runner=dask_task_runner(settings, workers))
-    return fanout(workers, env, split, mode, tasks, trials, adapter, tag, overrides)
+    fanout = rollout_fanout_flow.with_options(task_runner=dask_task_runner(settings, request.workers))
+    return fanout(request, overrides)
 
 
 @flow(name="rollout")
 def rollout_flow(env: str | None = None, split: str | None = None, mode: str | None = None,
-                 tasks: int | None = None, trials: int | None = None, adapter: str | None = None,
-                 tag: str = "", workers: int | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                 tasks: int | None = None, task_ids: list[str] | None = None, sample: int | None = None,
+                 trials: int | None = None, adapter: str | None = None, tag: str = "", workers: int | None = None,
+                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Roll out one mode on one split; None parameters come from the settings."""
-    return run_rollout(env, split, mode, tasks, trials, adapter, tag, workers, overrides)
+    options = {"env": env, "split": split, "mode": mode, "tasks": tasks, "task_ids": task_ids, "sample": sample,
+               "trials": trials, "adapter": adapter, "tag": tag, "workers": workers}
+    return run_rollout(options, overrides)
 
 
 if __name__ == "__main__":

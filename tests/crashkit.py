@@ -26,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # for `toyenv` when run as a scr
 
 import toyenv
 
-from retro.agent.rollout import Models, rollout
+from retro.agent.request import rollout_request
+from retro.agent.spec import Models
 from retro.config import load_settings
 from retro.envs import ENVS
 from retro.llm.scripted import ScriptedLLM
+from retro.orchestrate.rollout import rollout
 from retro.store import Lake
 
 TASKS, TRIALS, MAX_STEPS = 8, 3, 6
@@ -82,8 +84,10 @@ def run(home: Path, delay: float = 0.0, progress=None, branches: int = 1):
     ENVS["toy"] = "toyenv:ToyEnv"
     settings = load_settings(home=home, preset="tiny",
                              rollout={"max_steps": MAX_STEPS, "reflections_per_failure": branches})
-    return rollout(settings, Lake(settings), env="toy", split="eval", mode="reflexion", tasks=TASKS,
-                   trials=TRIALS, models=models(delay, branches), progress=progress)
+    return rollout(settings, Lake(settings), rollout_request(settings, Lake(settings), env="toy",
+                                                             split="eval", mode="reflexion",
+                                                             tasks=TASKS, trials=TRIALS),
+                   models=models(delay, branches), progress=progress)
 
 
 def die_in_commit(n: int) -> None:

@@ -11,9 +11,10 @@ from retro.agent import prompts
 from retro.agent.actor import Step, Trajectory, fit_prompt, long_term_memory
 from retro.agent.parse import clean_line
 from retro.agent.rating import rate_reflections
-from retro.agent.rollout import rollout
+from retro.agent.request import rollout_request
 from retro.envs import ENVS
 from retro.llm.scripted import ScriptedLLM
+from retro.orchestrate.rollout import rollout
 
 
 @pytest.fixture(autouse=True)
@@ -22,8 +23,9 @@ def toy_registered(monkeypatch):
 
 
 def run(settings, lake, mode="reflexion", tasks=4, trials=3, models=None, **kw):
-    return rollout(settings, lake, env="toy", split="eval", mode=mode, tasks=tasks, trials=trials,
-                   models=models or toyenv.models(), **kw)
+    return rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode=mode,
+                                                   tasks=tasks, trials=trials, **kw),
+                   models=models or toyenv.models())
 
 
 def test_reflections_that_carry_the_fix_raise_success(settings, lake):
@@ -173,7 +175,7 @@ def test_prompt_templates_are_pinned():
 
 
 def test_a_different_return_metric_is_a_different_run(settings):
-    from retro.agent.rollout import make_spec
+    from retro.agent.spec import make_spec
 
     models = toyenv.models()
     em = make_spec(settings, models, "reflexion", "hotpotqa", "eval", ["a"], 2)

@@ -16,10 +16,12 @@ import pytest
 import toyenv
 
 from retro.agent.rating import rate_reflections
-from retro.agent.rollout import Models, rollout
+from retro.agent.request import rollout_request
 from retro.agent.runner import LATER_FIELDS, RolloutSpec, seed_for
+from retro.agent.spec import Models
 from retro.envs import ENVS
 from retro.llm.scripted import ScriptedLLM
+from retro.orchestrate.rollout import rollout
 
 G = 4
 
@@ -43,7 +45,8 @@ def branch_models() -> Models:
 
 def run(settings, lake, branches=G, tasks=4, trials=3, models=None):
     settings.rollout.reflections_per_failure = branches
-    return rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=tasks, trials=trials,
+    return rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="reflexion",
+                                                   tasks=tasks, trials=trials),
                    models=models or branch_models())
 
 
@@ -113,9 +116,11 @@ def test_one_reflection_per_failure_keeps_todays_rows_and_run_ids(settings, lake
 def test_react_mode_ignores_branches(settings, lake):
     models = toyenv.models()
     models.retro, models.retro_version = None, None
-    plain = rollout(settings, lake, env="toy", split="eval", mode="react", tasks=2, trials=2, models=models)
+    plain = rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="react",
+                                                    tasks=2, trials=2), models=models)
     settings.rollout.reflections_per_failure = G
-    branched = rollout(settings, lake, env="toy", split="eval", mode="react", tasks=2, trials=2, models=models)
+    branched = rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="react",
+                                                       tasks=2, trials=2), models=models)
     assert branched.run_id == plain.run_id
 
 

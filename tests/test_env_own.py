@@ -17,12 +17,14 @@ import pytest
 from test_env_runner import replay
 from typer.testing import CliRunner
 
-from retro.agent.rollout import Models, rollout
+from retro.agent.request import rollout_request
+from retro.agent.spec import Models
 from retro.cli import app
 from retro.config import load_settings
 from retro.envs import ENVS, get_env
 from retro.errors import DataError
 from retro.llm.scripted import ScriptedLLM
+from retro.orchestrate.rollout import rollout
 from retro.store import Lake
 
 runner = CliRunner()
@@ -66,7 +68,8 @@ def test_an_alfworld_split_added_by_setting_is_listed_played_and_evaluated(retro
     assert "episode over: return 1, success True" in played
 
     plans = {t.question: t.metadata["walkthrough"] for t in env.load_tasks("mine")}
-    result = rollout(settings, lake, env="alfworld", split="mine", mode="react", trials=1,
+    result = rollout(settings, lake, rollout_request(settings, lake, env="alfworld", split="mine",
+                                                     mode="react", trials=1),
                      models=Models(replay(plans), None, None))
     assert result.success_by_trial == [1.0] and result.written["trials"] == 2
     assert lake.read("SELECT count(*) FROM lake.tasks WHERE split = 'mine'").item() == 2
@@ -91,7 +94,8 @@ def test_a_hotpotqa_file_added_by_setting_brings_its_own_corpus(retro_home, tmp_
     assert env.wiki_for("mine").page("Vantor") is not None and env.wiki_for("eval").page("Vantor") is None
     settings.rollout.task_ids = ["own-1"]
     plans = {ZORBLAX["question"]: ["Search[Zorblax]", "Search[Vantor]", "Lookup[flows]", "Finish[the Quell]"]}
-    result = rollout(settings, lake, env="hotpotqa", split="mine", mode="react", trials=1,
+    result = rollout(settings, lake, rollout_request(settings, lake, env="hotpotqa", split="mine",
+                                                     mode="react", trials=1),
                      models=Models(replay(plans), None, None))
     assert result.success_by_trial == [1.0]
     lookup = lake.read("SELECT observation FROM lake.steps WHERE action = 'Lookup[flows]'").item()
@@ -143,7 +147,8 @@ def test_an_installed_environment_is_listed_and_rolled_out(guess_installed, retr
     assert "episode over: return 1, success True" in played
 
     settings, lake = open_lake(retro_home)
-    result = rollout(settings, lake, env="guess", split="eval", mode="react", tasks=5, trials=1,
+    result = rollout(settings, lake, rollout_request(settings, lake, env="guess", split="eval", mode="react",
+                                                     tasks=5, trials=1),
                      models=Models(halving_actor(), None, None))
     assert result.success_by_trial == [1.0]
     steps = lake.read("SELECT action, valid FROM lake.steps")

@@ -7,7 +7,7 @@ import pytest
 import toyenv
 
 from retro.agent.retrospect import clean_reflection
-from retro.config import RolloutSettings, load_settings
+from retro.config import load_settings
 from retro.envs import ENVS, env_class
 from retro.envs.actions import bracket_action
 from retro.envs.alfworld import parse_command
@@ -66,7 +66,7 @@ def test_unknown_environment_is_one_line_naming_the_choices():
 
 
 def test_max_steps_is_the_environments_unless_set(retro_home, monkeypatch):
-    from retro.agent.rollout import make_spec
+    from retro.agent.spec import make_spec
 
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
     models = toyenv.models()
@@ -94,23 +94,23 @@ def _alfworld_like() -> list[Task]:
 
 def test_first_n_takes_one_variant_per_task():
     tasks = _alfworld_like()
-    assert select_tasks(tasks, RolloutSettings(), 3) == ["heat-0/trial_0", "heat-1/trial_0", "look-0/trial_0"]
-    every = select_tasks(tasks, RolloutSettings(all_variants=True), 3)
+    assert select_tasks(tasks, 3) == ["heat-0/trial_0", "heat-1/trial_0", "look-0/trial_0"]
+    every = select_tasks(tasks, 3, all_variants=True)
     assert every == ["heat-0/trial_0", "heat-0/trial_1", "heat-0/trial_2"]
 
 
 def test_sample_is_seeded_and_spread_over_the_task_types():
     tasks = _alfworld_like()
-    picked = select_tasks(tasks, RolloutSettings(sample=6, seed=1), 99)
-    assert picked == select_tasks(tasks, RolloutSettings(sample=6, seed=1), 99) == sorted(picked)
-    assert picked != select_tasks(tasks, RolloutSettings(sample=6, seed=2), 99)
+    picked = select_tasks(tasks, 99, sample=6, seed=1)
+    assert picked == select_tasks(tasks, 99, sample=6, seed=1) == sorted(picked)
+    assert picked != select_tasks(tasks, 99, sample=6, seed=2)
     kinds = [t.split("-")[0] for t in picked]
     assert sorted(kinds) == ["heat", "heat", "look", "look", "pick_two", "pick_two"]
     assert len({t.split("/")[0] for t in picked}) == 6  # six different tasks, never two trials of one
-    big = select_tasks(tasks, RolloutSettings(sample=9, seed=0), 99)
+    big = select_tasks(tasks, 99, sample=9, seed=0)
     assert [t.split("-")[0] for t in big].count("heat") == 2  # a type with only 2 tasks gives 2
     assert len(big) == 9
-    everything = select_tasks(tasks, RolloutSettings(sample=100), 99)
+    everything = select_tasks(tasks, 99, sample=100)
     assert len(everything) == 10  # one variant of each of the 10 tasks
 
 
@@ -124,24 +124,24 @@ def test_sample_without_types_is_uniform_and_hotpotqa_types_are_read():
 
 def test_task_ids_are_taken_as_given_and_unknown_ones_named():
     tasks = _alfworld_like()
-    chosen = RolloutSettings(task_ids=["look-2/trial_1", "heat-0/trial_2"], sample=3)
-    assert select_tasks(tasks, chosen, 1) == ["look-2/trial_1", "heat-0/trial_2"]
+    chosen = ["look-2/trial_1", "heat-0/trial_2"]
+    assert select_tasks(tasks, 1, task_ids=chosen, sample=3) == chosen
     with pytest.raises(UnknownEnvError, match=r"no task 'nope' in alfworld split 'valid'.*retro envs tasks"):
-        select_tasks(tasks, RolloutSettings(task_ids=["heat-0/trial_0", "nope"]), 1)
+        select_tasks(tasks, 1, task_ids=["heat-0/trial_0", "nope"])
 
 
 def test_rollout_cli_takes_task_ids_and_sample(retro_home, monkeypatch):
     """`retro rollout --task-ids` / `--sample` reach the runner (toy environment, scripted models)."""
     import json
 
+    import toyworker
     from typer.testing import CliRunner
 
-    from retro.agent import rollout as rollout_module
+    from retro.agent import spec as spec_module
     from retro.cli import app
 
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
-    real = rollout_module.rollout
-    monkeypatch.setattr(rollout_module, "rollout", lambda *a, **kw: real(*a, **kw, models=toyenv.models()))
+    monkeypatch.setattr(spec_module, "load_models", toyworker.load_models)
     runner = CliRunner()
     base = ["rollout", "--env", "toy", "--split", "eval", "--mode", "react", "--trials", "1", "--json"]
     out = runner.invoke(app, [*base, "--task-ids", "eval-03,eval-07"], catch_exceptions=False)
@@ -150,7 +150,7 @@ def test_rollout_cli_takes_task_ids_and_sample(retro_home, monkeypatch):
     out = runner.invoke(app, [*base, "--sample", "5"], catch_exceptions=False)
     assert json.loads(out.output.strip().splitlines()[-1])["written"]["trials"] == 5
     bad = runner.invoke(app, [*base, "--sample", "0"])
-    assert "bad setting 'rollout.sample'" in str(bad.exception)
+    assert "--sample must be at least 1, got 0" in str(bad.exception)
 
 
 # -- reflections ---------------------------------------------------------------------------------------------

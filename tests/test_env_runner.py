@@ -14,12 +14,14 @@ import time
 
 import pytest
 
-from retro.agent.rollout import Models, load_models, make_spec, rollout
+from retro.agent.request import rollout_request
 from retro.agent.runner import Runner
+from retro.agent.spec import Models, load_models, make_spec
 from retro.config import load_settings
 from retro.envs import get_env, select_tasks
 from retro.envs.webshop import WebShop
 from retro.llm.scripted import ScriptedLLM
+from retro.orchestrate.rollout import rollout
 from retro.store import Lake
 
 WEBSHOP_GOALS = 1500  # a catalogue of the first goals only: a few seconds to build (test_env_webshop.py)
@@ -52,7 +54,8 @@ def test_hotpotqa_gold_paths_win_through_the_runner(settings, lake):
                                                                           t.metadata["supporting_facts"])),
                           f"Finish[{t.answer}]"] for t in tasks}
     settings.rollout.task_ids = [t.task_id for t in tasks]
-    result = rollout(settings, lake, env="hotpotqa", split="eval", mode="react", trials=1,
+    result = rollout(settings, lake, rollout_request(settings, lake, env="hotpotqa", split="eval",
+                                                     mode="react", trials=1),
                      models=Models(replay(plans), None, None))
     assert result.success_by_trial == [1.0]
     steps = steps_of(lake, result.run_id)
@@ -68,7 +71,8 @@ def test_alfworld_walkthroughs_win_through_the_runner(settings, lake):
     plans = {t.question: [re.sub(r"^move (.+) to (.+)$", r"put \1 in/on \2", action)
                           for action in t.metadata["walkthrough"]] for t in tasks}
     settings.rollout.task_ids = [t.task_id for t in tasks]
-    result = rollout(settings, lake, env="alfworld", split="valid_unseen", mode="react", trials=1,
+    result = rollout(settings, lake, rollout_request(settings, lake, env="alfworld", split="valid_unseen",
+                                                     mode="react", trials=1),
                      models=Models(replay(plans), None, None))
     assert result.success_by_trial == [1.0]
     steps = steps_of(lake, result.run_id)
@@ -97,7 +101,7 @@ def embedded(tmp_path_factory):
     settings = load_settings(home=home, preset="tiny", rollout={"max_steps": 4})
     lake = Lake(settings)
     lake.init()
-    return settings, lake, load_models(settings, lake, "react")
+    return settings, lake, load_models(settings, rollout_request(settings, lake, mode="react"))
 
 
 def _reaches_the_game(embedded, environment, split: str) -> None:
@@ -105,7 +109,7 @@ def _reaches_the_game(embedded, environment, split: str) -> None:
     HotPotQA 6 of 6 valid, ALFWorld 8 reached and 3 valid, WebShop 8 reached and 2 valid; 90 s in all)."""
     settings, lake, models = embedded
     started = time.perf_counter()
-    task_ids = select_tasks(environment.load_tasks(split), settings.rollout, 2)
+    task_ids = select_tasks(environment.load_tasks(split), 2)
     spec = make_spec(settings, models, "react", environment.name, split, task_ids, 1)
     result = Runner(lake, environment, models.actor, None, spec).run()
     steps = steps_of(lake, result.run_id)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-import toyenv
+import toyworker
 from trainkit import tiny_model_dir  # noqa: F401 (fixture)
 
 from retro.envs import ENVS
@@ -18,19 +18,12 @@ def harness(prefect_harness):
 @pytest.fixture
 def scripted(monkeypatch, settings):
     """Every model load in the flows returns the scripted toy models."""
-    import retro.agent.rollout as rollout_module
+    import retro.agent.spec as spec_module
 
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
-
-    def fake_load(settings, lake, mode, adapter=None):
-        models = toyenv.models()
-        if mode == "react":
-            models.retro, models.retro_version = None, None
-        if mode == "retroformer":  # the scripted retrospective model stands in for the adapter
-            models.retro_version = adapter
-        return models
-
-    monkeypatch.setattr(rollout_module, "load_models", fake_load)
+    monkeypatch.setattr(spec_module, "load_models", toyworker.load_models)
+    # the evaluations run on toy's "eval": held out like a built-in environment's, so never training data
+    monkeypatch.setattr(toyworker.toyenv.ToyEnv, "held_out_split", "eval", raising=False)
 
 
 def test_rollout_and_label_flows_write_the_lake_once(harness, scripted, lake):

@@ -16,9 +16,10 @@ import polars as pl
 import pytest
 import toyenv
 
-from retro.agent.rollout import rollout
+from retro.agent.request import rollout_request
 from retro.config import load_settings
 from retro.envs import ENVS
+from retro.orchestrate.rollout import rollout
 from retro.store import KEYS, Lake
 from retro.store.rollback import rollback
 
@@ -49,8 +50,8 @@ def assert_same(a: dict[str, pl.DataFrame], b: dict[str, pl.DataFrame]) -> None:
 
 
 def toy_run(settings, lake: Lake, tasks: int, tag: str = "") -> None:
-    rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=tasks, trials=2,
-            models=toyenv.models(), tag=tag)
+    rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="reflexion",
+                                            tasks=tasks, trials=2, tag=tag), models=toyenv.models())
 
 
 @pytest.fixture(autouse=True)

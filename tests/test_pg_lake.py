@@ -38,10 +38,10 @@ def pg_lake(pg_env):
 
 @pytest.fixture
 def toy(monkeypatch):
-    import retro.agent.rollout as rollout_module
+    import retro.agent.spec as spec_module
 
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
-    monkeypatch.setattr(rollout_module, "load_models", toyworker.load_models)
+    monkeypatch.setattr(spec_module, "load_models", toyworker.load_models)
 
 
 def task_row(k: int) -> dict:
@@ -79,7 +79,7 @@ def test_passwords_stay_out_of_the_lake_and_the_messages(retro_home, tmp_path):
 def test_an_object_store_data_path_brings_httpfs(retro_home):
     import duckdb
 
-    from retro.store.lake import load_extension
+    from retro.duckdb_ext import load_extension
 
     pytest.importorskip("duckdb_extension_httpfs", reason="the `scale` extra is not installed")
     lake = Lake(load_settings(lake_data_path="s3://bucket/lake/"))
@@ -135,10 +135,12 @@ def test_label_and_dataset_flows_on_the_postgres_lake(prefect_harness, pg_lake, 
 
 
 def test_shards_commit_into_the_postgres_lake(pg_lake, toy):
-    from retro.agent.shards import commit_shards, plan_shards, run_shard
+    from retro.agent.request import rollout_request
+    from retro.orchestrate.shards import commit_shards, plan_shards, run_shard
 
     settings = pg_lake.settings
-    plan = plan_shards(settings, pg_lake, 2, env="toy", split="train", mode="reflexion", tasks=4, trials=2)
+    plan = plan_shards(settings, pg_lake, rollout_request(
+                                                          settings, pg_lake, env="toy", split="train", mode="reflexion", tasks=4, trials=2, workers=2))
     before = pg_lake.current_snapshot()
     results = [run_shard(plan, i, models=toyenv.models()) for i in range(2)]
     assert pg_lake.current_snapshot() == before  # workers read the shared catalog, never write it

@@ -23,11 +23,13 @@ import clirun
 import pytest
 import toyenv
 
-from retro.agent.rollout import Models, rollout
+from retro.agent.request import rollout_request
+from retro.agent.spec import Models
 from retro.config import ModelSettings, load_settings
 from retro.envs import ENVS
 from retro.errors import BackendUnreachableError, ConfigError
 from retro.llm.openai_compat import OpenAIBackend
+from retro.orchestrate.rollout import rollout
 from retro.store import KEYS
 
 KEY = "sk-live-4f9a1c0ffee0123456789abcdef"
@@ -125,8 +127,8 @@ def toy(monkeypatch):
 
 def run_against(server: ToyServer, settings, lake, tasks: int, trials: int = 2):
     models = Models(backend(server.url, "http-actor"), backend(server.url, "http-retro"), "base")
-    return rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=tasks, trials=trials,
-                   models=models)
+    return rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="reflexion",
+                                                   tasks=tasks, trials=trials), models=models)
 
 
 REASONS = {"500": "HTTP 500", "stall": f"no answer within {TIMEOUT_S:g} s", "malformed": "malformed response",
@@ -165,8 +167,9 @@ def test_a_flaky_server_is_retried_and_the_run_never_notices(toy, settings, lake
     models = Models(backend(server.url, "http-actor"), backend(server.url, "http-retro"), "base")
     try:
         with caplog.at_level(logging.WARNING, logger="retro.llm.openai_compat"):
-            result = rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=4, trials=2,
-                             models=models)
+            result = rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval",
+                                                             mode="reflexion", tasks=4,
+                                                             trials=2), models=models)
     finally:
         server.close()
     assert result.success_by_trial == [0.0, 1.0]

@@ -22,12 +22,13 @@ import clirun
 import pytest
 import toyenv
 
-from retro.agent.rollout import rollout
+from retro.agent.request import rollout_request
 from retro.config import load_settings
 from retro.envs import ENVS
 from retro.envs import hotpotqa as hotpotqa_module
+from retro.orchestrate.rollout import rollout
 from retro.store import Lake
-from retro.train.registry import ModelVersion, register_model_version
+from retro.store.registry import ModelVersion, register_model_version
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +43,8 @@ def template_home(tmp_path_factory) -> Path:
     ENVS["toy"] = "toyenv:ToyEnv"
     try:
         settings = load_settings(home=home, preset="tiny")
-        rollout(settings, Lake(settings), env="toy", split="eval", mode="reflexion", tasks=3, trials=2,
+        rollout(settings, Lake(settings), rollout_request(settings, Lake(settings), env="toy", split="eval",
+                                                          mode="reflexion", tasks=3, trials=2),
                 models=toyenv.models())
     finally:
         ENVS.pop("toy", None)

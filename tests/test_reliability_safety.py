@@ -13,9 +13,11 @@ from pathlib import Path
 
 import toyenv
 
-from retro.agent.rollout import Models, rollout
+from retro.agent.request import rollout_request
+from retro.agent.spec import Models
 from retro.envs import ENVS
 from retro.llm.scripted import ScriptedLLM
+from retro.orchestrate.rollout import rollout
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted([*(ROOT / "retro").rglob("*.py"), *(ROOT / "flows").rglob("*.py")])
@@ -103,7 +105,8 @@ def test_hostile_model_text_is_stored_verbatim_and_never_run(settings, lake, mon
         return HOSTILE_REFLECTION.replace("{word}", toyenv.secret(k))
 
     models = Models(ScriptedLLM(actor, name="hostile-actor"), ScriptedLLM(retro, name="hostile-retro"), "base")
-    rollout(settings, lake, env="toy", split="eval", mode="reflexion", tasks=2, trials=2, models=models)
+    rollout(settings, lake, rollout_request(settings, lake, env="toy", split="eval", mode="reflexion",
+                                            tasks=2, trials=2), models=models)
 
     steps = lake.read("SELECT thought, action, observation FROM lake.steps")
     assert steps.height == 4  # 2 tasks x 2 trials, one step each: nothing dropped, nothing extra

@@ -19,8 +19,9 @@ import httpx
 import pytest
 import toyenv
 
-from retro.agent.rollout import rollout
+from retro.agent.request import rollout_request
 from retro.envs import ENVS
+from retro.orchestrate.rollout import rollout
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +52,8 @@ def deployment_exists(api: str, name: str) -> bool:
 
 def test_served_deployment_runs_when_triggered(settings, lake, monkeypatch, tmp_path):
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
-    rollout(settings, lake, env="toy", split="train", mode="reflexion", tasks=3, trials=2, models=toyenv.models())
+    rollout(settings, lake, rollout_request(settings, lake, env="toy", split="train", mode="reflexion",
+                                            tasks=3, trials=2), models=toyenv.models())
     assert lake.read("SELECT count(*) FROM lake.ratings").item() == 0
 
     port = free_port()

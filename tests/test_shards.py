@@ -10,10 +10,11 @@ import toyenv
 import toyworker
 from lakerows import TABLES, lake_rows
 
-from retro.agent.rollout import rollout
-from retro.agent.shards import commit_shards, plan_shards, run_shard, split_tasks
+from retro.agent.request import rollout_request
 from retro.config import load_settings
 from retro.envs import ENVS
+from retro.orchestrate.rollout import rollout
+from retro.orchestrate.shards import commit_shards, plan_shards, run_shard, split_tasks
 from retro.store import Lake
 from retro.store.staging import StagingLake
 
@@ -34,9 +35,9 @@ def assert_same_rows(a: Lake, b: Lake) -> None:
 @pytest.fixture
 def toy(monkeypatch):
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
-    import retro.agent.rollout as rollout_module
+    import retro.agent.spec as spec_module
 
-    monkeypatch.setattr(rollout_module, "load_models", toyworker.load_models)
+    monkeypatch.setattr(spec_module, "load_models", toyworker.load_models)
 
 
 def other_lake(tmp_path: Path, name: str) -> Lake:
@@ -67,10 +68,13 @@ def test_staging_lake_appends_idempotently_and_flushes_parquet(tmp_path):
 
 def test_two_shards_give_the_rows_of_one_process(settings, lake, tmp_path, toy):
     single = other_lake(tmp_path, "single")
-    rollout(single.settings, single, env="toy", split="train", mode="reflexion", tasks=8, trials=2,
+    rollout(single.settings, single, rollout_request(single.settings, single, env="toy", split="train",
+                                                     mode="reflexion", tasks=8, trials=2),
             models=toyenv.models())
 
-    plan = plan_shards(settings, lake, 2, env="toy", split="train", mode="reflexion", tasks=8, trials=2)
+    plan = plan_shards(settings, lake, rollout_request(settings, lake, env="toy", split="train",
+                                                       mode="reflexion", tasks=8, trials=2,
+                                                       workers=2))
     assert [len(s) for s in plan.shards] == [4, 4]
     before = lake.current_snapshot()
     results = [run_shard(plan, i) for i in range(2)]
@@ -92,13 +96,16 @@ def test_two_shards_give_the_rows_of_one_process(settings, lake, tmp_path, toy):
 
 
 def test_workers_hash_the_planners_config(settings, lake, toy):
-    plan = plan_shards(settings, lake, 2, env="toy", split="train", mode="react", tasks=2, trials=1)
+    plan = plan_shards(settings, lake, rollout_request(settings, lake, env="toy", split="train", mode="react",
+                                                       tasks=2, trials=1, workers=2))
     commit_shards(settings, lake, plan, [run_shard(plan, i) for i in range(2)])
     assert lake.read("SELECT config_hash FROM lake.runs").item() == settings.config_hash()
 
 
 def test_a_shard_resumes_from_the_lake(settings, lake, toy):
-    plan = plan_shards(settings, lake, 2, env="toy", split="train", mode="reflexion", tasks=4, trials=2)
+    plan = plan_shards(settings, lake, rollout_request(settings, lake, env="toy", split="train",
+                                                       mode="reflexion", tasks=4, trials=2,
+                                                       workers=2))
     first = run_shard(plan, 0)
     commit = commit_shards(settings, lake, plan, [first, run_shard(plan, 1)])
     assert commit.written["trials"] == 8
@@ -117,7 +124,8 @@ def test_rollout_flow_over_two_dask_workers_matches_one_process(prefect_harness,
     from flows.rollout import rollout_flow
 
     single = other_lake(tmp_path, "single")
-    rollout(single.settings, single, env="toy", split="train", mode="reflexion", tasks=8, trials=2,
+    rollout(single.settings, single, rollout_request(single.settings, single, env="toy", split="train",
+                                                     mode="reflexion", tasks=8, trials=2),
             models=toyenv.models())
     monkeypatch.setenv("RETRO_PRESET", "tiny")  # the flow loads its settings from the environment
     preload = str(Path(toyworker.__file__).resolve())

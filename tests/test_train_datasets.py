@@ -149,12 +149,14 @@ def test_pooled_environments_keep_every_held_out_split_out(settings, lake, eval_
 def test_tasks_record_whether_they_are_held_out(settings, lake, monkeypatch):
     import toyenv
 
-    from retro.agent.rollout import rollout
+    from retro.agent.request import rollout_request
     from retro.envs import ENVS
+    from retro.orchestrate.rollout import rollout
 
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
     monkeypatch.setattr(toyenv.ToyEnv, "held_out_split", "eval", raising=False)
     for split in ("train", "eval"):
-        rollout(settings, lake, env="toy", split=split, mode="react", tasks=2, trials=1, models=toyenv.models())
+        rollout(settings, lake, rollout_request(settings, lake, env="toy", split=split, mode="react", tasks=2,
+                                                trials=1), models=toyenv.models())
     held = lake.read("SELECT split, bool_and(held_out) AS held FROM lake.tasks GROUP BY split ORDER BY split")
     assert held.rows() == [("eval", True), ("train", False)]

@@ -11,10 +11,10 @@ import pytest
 import torch
 from trainkit import fill_branches, one_thread, prompt_for, tiny_model_dir, train_settings  # noqa: F401
 
+from retro.store.registry import get_model_version, list_model_versions
 from retro.train import lora
 from retro.train.grpo import RewardModelScore, train_group
 from retro.train.pipeline import train_all
-from retro.train.registry import get_model_version, list_model_versions
 from retro.train.result import Skipped
 from retro.train.reward import reward_text, score_texts, split_prompts, train_reward_model
 

@@ -19,11 +19,11 @@ import pytest
 import torch
 from trainkit import one_thread  # noqa: F401 (fixture)
 
+from retro.store.registry import get_model_version
 from retro.train import lora
 from retro.train.grpo import train_group
 from retro.train.pipeline import train_all
 from retro.train.ppo import train_ppo
-from retro.train.registry import get_model_version
 from retro.train.result import Skipped
 
 PLANS = ["I will search the entity first.", "I will compare both entities first.",

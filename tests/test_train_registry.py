@@ -8,7 +8,7 @@ import math
 import pytest
 
 from retro.errors import RetroError
-from retro.train.registry import (
+from retro.store.registry import (
     CONFIG_FILE,
     METRICS_FILE,
     ModelVersion,

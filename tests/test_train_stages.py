@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 from trainkit import fill_lake, one_thread, prompt_for, tiny_model_dir, train_settings  # noqa: F401 (fixtures)
 
+from retro.store.registry import ModelVersion, list_model_versions
 from retro.train import lora
 from retro.train.pipeline import train_all
 from retro.train.ppo import save_standalone_adapter, train_ppo
-from retro.train.registry import ModelVersion, list_model_versions
 from retro.train.result import Skipped
 from retro.train.reward import reward_text, score_texts, stratified_split, train_reward_model
 from retro.train.sft import train_sft

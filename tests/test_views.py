@@ -15,9 +15,11 @@ import pytest
 import toyenv
 
 from retro.agent.rating import rate_reflections
-from retro.agent.rollout import Models, rollout
+from retro.agent.request import RolloutRequest, rollout_request
+from retro.agent.spec import Models
 from retro.envs import ENVS
 from retro.llm.scripted import ScriptedLLM
+from retro.orchestrate.rollout import rollout
 from retro.store import Lake, run_readonly
 from retro.store.readonly import check_readonly
 
@@ -40,13 +42,14 @@ def fill_lake(settings) -> Lake:
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(ENVS, "toy", "toyenv:ToyEnv")
         common = {"env": "toy", "split": "eval", "tasks": 4, "trials": 3}
-        rollout(settings, lake, mode="react", models=Models(toyenv.models().actor, None, None), **common)
+        rollout(settings, lake, rollout_request(settings, lake, mode="react", **common),
+                models=Models(toyenv.models().actor, None, None))
         weak = Models(toyenv.models().actor, ScriptedLLM(weak_retro, name="scripted-retro"), "base")
-        rollout(settings, lake, mode="reflexion", models=weak, **common)
+        rollout(settings, lake, rollout_request(settings, lake, mode="reflexion", **common), models=weak)
         snapshot = lake.current_snapshot()  # the SFT set saw react + reflexion
         strong = toyenv.models()
         strong.retro_version = "ppo-001"
-        rollout(settings, lake, mode="retroformer", models=strong, **common)
+        rollout(settings, lake, RolloutRequest(mode="retroformer", **common), models=strong)  # no registry here
     rate_reflections(lake, "v1")
     lake.append({
         "dataset_versions": [

@@ -77,7 +77,7 @@ def retro_policy(prompt: str) -> str:
 
 
 def models(retro_respond=retro_policy):
-    from retro.agent.rollout import Models
+    from retro.agent.spec import Models
 
     return Models(ScriptedLLM(actor_policy, name="scripted-actor"),
                   ScriptedLLM(retro_respond, name="scripted-retro"), "base")

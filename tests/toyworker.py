@@ -14,19 +14,21 @@ sys.path.insert(0, str(Path(__file__).parent))  # for `toyenv` in a freshly spaw
 
 import toyenv
 
-import retro.agent.rollout as rollout_module
+import retro.agent.spec as spec_module
 from retro.envs import ENVS
 
 
-def load_models(settings, lake, mode, adapter=None):
-    """What `retro.agent.rollout.load_models` returns in the tests: the toy env's scripted models."""
+def load_models(settings, request):
+    """What `retro.agent.spec.load_models` returns in the tests: the toy env's scripted models."""
     models = toyenv.models()
-    if mode == "react":
+    if request.mode == "react":
         models.retro, models.retro_version = None, None
+    if request.mode == "retroformer":  # the scripted retrospective model stands in for the adapter
+        models.retro_version = request.adapter
     return models
 
 
 def dask_setup(worker) -> None:
     """Called by Dask once per worker process (the test process uses monkeypatch instead)."""
     ENVS["toy"] = "toyenv:ToyEnv"
-    rollout_module.load_models = load_models
+    spec_module.load_models = load_models

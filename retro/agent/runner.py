@@ -159,7 +159,7 @@ class Runner:
     """Runs one RolloutSpec against one environment with an actor (and a retrospective model).
 
     `shard`: run only these of the spec's tasks, under the spec's run id, and leave the run's end to
-    whoever commits the shards (retro.agent.shards).
+    whoever commits the shards (retro.orchestrate.shards).
     """
 
     def __init__(self, lake: Lake, env: Environment, actor: LLM, retro: LLM | None, spec: RolloutSpec,

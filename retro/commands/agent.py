@@ -31,20 +31,19 @@ def rollout(
 
     Example: retro rollout --env hotpotqa --split eval --mode reflexion --tasks 20 --trials 4
     """
-    from retro.agent.rollout import rollout as run_rollout
+    from retro.agent.request import rollout_request
+    from retro.orchestrate.rollout import rollout as run_rollout
 
-    ids = [t.strip() for t in task_ids.split(",") if t.strip()] if task_ids else None
-    chosen = {key: value for key, value in (("task_ids", ids), ("sample", sample)) if value is not None}
-    overrides = {"rollout": chosen} if chosen else {}  # settings, so the flow's workers pick the same tasks
-    s = settings(**overrides)
-    if (workers or s.rollout.workers) > 1:
-        from flows.rollout import rollout_flow  # Prefect + Dask: shards in parallel, one commit
-
-        out = rollout_flow(env=env, split=split, mode=mode, tasks=tasks, trials=trials, adapter=adapter, tag=tag,
-                           workers=workers or s.rollout.workers, overrides=overrides or None)
-        _print_rollout(out, as_json, "")
-        return
+    s = settings()
     lake = Lake(s)
+    ids = [t.strip() for t in task_ids.split(",") if t.strip()] if task_ids else None
+    request = rollout_request(s, lake, env=env, split=split, mode=mode, tasks=tasks, task_ids=ids, sample=sample,
+                              trials=trials, adapter=adapter, tag=tag, workers=workers)
+    if request.workers > 1:  # Prefect + Dask: shards in parallel, one commit
+        from retro.commands.flows import run_rollout_flow
+
+        _print_rollout(run_rollout_flow(request), as_json, "")
+        return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("success {task.fields[successes]}/{task.fields[n_tasks]}"),
                TextColumn("{task.fields[tps]:.1f} tok/s"), TimeElapsedColumn()]
@@ -55,8 +54,7 @@ def rollout(
             bar.update(job, completed=event["episodes_done"], total=event["max_episodes"],
                        successes=event["successes"], n_tasks=event["n_tasks"], tps=event["tokens_per_second"])
 
-        result = run_rollout(s, lake, env=env, split=split, mode=mode, tasks=tasks, trials=trials,
-                             adapter=adapter, tag=tag, progress=progress)
+        result = run_rollout(s, lake, request, progress=progress)
     summary = {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written,
                "retried": result.retried,
                "seconds": round(result.seconds, 1), "tokens_per_second": round(result.tokens_per_second, 1)}
@@ -100,11 +98,13 @@ def evaluate(
 
     Example: retro eval --candidate ppo-20261124-0001
     """
-    from retro.eval.promote import evaluate_candidate
+    from retro.agent.request import held_out_request
+    from retro.orchestrate.promote import evaluate_candidate
 
     s = settings()
-    comparison = evaluate_candidate(s, Lake(s), candidate, env=env, tasks=tasks, trials=trials)
-    console.print(comparison.reason)
+    lake = Lake(s)
+    request = held_out_request(s, lake, env=env, tasks=tasks, trials=trials)
+    console.print(evaluate_candidate(s, lake, request, candidate).reason)
 
 
 def register(app: typer.Typer) -> None:

@@ -44,9 +44,9 @@ def demo(
 
     Example: retro demo
     """
-    from flows.nightly import nightly_flow
-    from retro.agent.rollout import load_models
-    from retro.eval.compare import compare_modes
+    from retro.agent.request import held_out_request
+    from retro.commands.flows import run_nightly_flow
+    from retro.orchestrate.compare import compare_modes
     from retro.store import Lake
 
     started = time.perf_counter()
@@ -54,15 +54,15 @@ def demo(
     s = settings(**demo_overrides)
     console.rule(f"nightly-retrain (Prefect, embedded SmolLM2-135M, {BRANCHES} reflections per failure)")
     demo_overrides["eval"] = {"tasks": tasks, "trials": trials}  # the nightly evaluation = the comparison's runs
-    night = nightly_flow(env=env, tasks=train_tasks, trials=trials, tag="demo", overrides=demo_overrides)
+    night = run_nightly_flow(env=env, tasks=train_tasks, trials=trials, tag="demo", overrides=demo_overrides)
     trained = night.get("trained") or {}
     _print_night(night, trained)
     console.rule("react vs reflexion vs retroformer on the held-out split")
     lake = Lake(s)
     candidate = trained.get("candidate")
     # retroformer = tonight's candidate (promoted or not; the evaluation already ran it), else the promoted one
-    table = compare_modes(s, lake, env=env, tasks=tasks, trials=trials, tag="demo",
-                          models_for=lambda mode, adapter: load_models(s, lake, mode, candidate or adapter))
+    request = held_out_request(s, lake, env=env, tasks=tasks, trials=trials, tag="demo")
+    table = compare_modes(s, lake, request, adapter=candidate)
     shown = table.drop("run_id", strict=False)  # narrow enough for an 80-column terminal
     shown = shown.rename({c: c.replace("success_trial_", "trial ") for c in shown.columns if c.startswith("success_")})
     print_frame(shown, title=f"success rate after each trial ({env}, {tasks} held-out tasks)")

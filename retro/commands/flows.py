@@ -1,6 +1,7 @@
-"""Commands that run Prefect flows: `retro nightly`, `retro serve` (`retro demo` is retro/commands/demo.py).
+"""Commands that run Prefect flows: `retro nightly`, `retro serve`; and the door the other commands take to
+flows/ (`retro rollout --workers N`, `retro demo`).
 
-Prefect is imported only here (lazily) and in flows/: the library (retro/) stays Prefect-free.
+This module is the only one in retro/ that imports flows/ or Prefect (lazily): the library stays Prefect-free.
 """
 
 from __future__ import annotations
@@ -10,12 +11,30 @@ import os
 import subprocess
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
 
 from retro.commands.common import console, settings
+
+if TYPE_CHECKING:
+    from retro.agent.request import RolloutRequest
+
+
+def run_rollout_flow(request: RolloutRequest) -> dict[str, Any]:
+    """The rollout flow (shards over Dask workers) on a request resolved here; its parameters are the
+    request's plain values, which resolve to the same request at the flow's start."""
+    from flows.rollout import rollout_flow
+
+    return rollout_flow(**request.options())
+
+
+def run_nightly_flow(**params: Any) -> dict[str, Any]:
+    """The nightly-retrain flow, now, in this process (Prefect's ephemeral mode)."""
+    from flows.nightly import nightly_flow
+
+    return nightly_flow(**params)
 
 
 def nightly(
@@ -28,10 +47,8 @@ def nightly(
 
     Example: retro nightly --tasks 10
     """
-    from flows.nightly import nightly_flow
-
     settings()  # validate the configuration before Prefect starts
-    console.print(nightly_flow(env=env, tasks=tasks, trials=trials, tag=tag))
+    console.print(run_nightly_flow(env=env, tasks=tasks, trials=trials, tag=tag))
 
 
 def serve(

@@ -34,7 +34,7 @@ def _lake():
 
 def _show_stage(result: Any, as_json: bool) -> None:
     """A ModelVersion as one row, or a Skipped as one yellow sentence (exit code 0: skipping is normal)."""
-    from retro.train import Skipped
+    from retro.train.result import Skipped
 
     if isinstance(result, Skipped):
         if as_json:
@@ -49,7 +49,7 @@ def _show_stage(result: Any, as_json: bool) -> None:
 
 
 def _dataset(lake, name: str, version: str | None):
-    from retro.train import get_dataset_version
+    from retro.train.datasets import get_dataset_version
 
     return get_dataset_version(lake, name, version) if version else None
 
@@ -63,7 +63,7 @@ def build_datasets_cmd(
 
     Example: retro train build-datasets --snapshot 12
     """
-    from retro.train import build_datasets
+    from retro.train.datasets import build_datasets
 
     lake = _lake()
     built = build_datasets(lake.settings, lake, snapshot)
@@ -78,7 +78,7 @@ def sft(dataset_version: VersionOpt = None, as_json: JsonOpt = False) -> None:
 
     Example: retro train sft
     """
-    from retro.train import train_sft
+    from retro.train.sft import train_sft
 
     lake = _lake()
     _show_stage(train_sft(lake.settings, lake, _dataset(lake, "sft", dataset_version)), as_json)
@@ -90,7 +90,7 @@ def rm(dataset_version: VersionOpt = None, as_json: JsonOpt = False) -> None:
 
     Example: retro train rm
     """
-    from retro.train import train_reward_model
+    from retro.train.reward import train_reward_model
 
     lake = _lake()
     _show_stage(train_reward_model(lake.settings, lake, _dataset(lake, "reward", dataset_version)), as_json)
@@ -107,7 +107,7 @@ def ppo(
 
     Example: retro train ppo --sft sft-20250101-020000-a1b2c3 --rm rm-20250101-020500-d4e5f6
     """
-    from retro.train import train_ppo
+    from retro.train.ppo import train_ppo
 
     lake = _lake()
     result = train_ppo(lake.settings, lake, _dataset(lake, "ppo", dataset_version), sft=sft_model,
@@ -124,7 +124,7 @@ def all_cmd(
 
     Example: retro train all
     """
-    from retro.train import train_all
+    from retro.train.pipeline import train_all
 
     lake = _lake()
     result = train_all(lake.settings, lake, snapshot)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from retro.config import RolloutSettings
 from retro.envs.base import Task
 from retro.errors import UnknownEnvError
 
@@ -52,18 +51,19 @@ def stratified_sample(tasks: Sequence[Task], n: int, seed: int) -> list[Task]:
     return sorted(picked, key=lambda t: t.task_id)
 
 
-def select_tasks(tasks: Sequence[Task], rollout: RolloutSettings, count: int) -> list[str]:
-    """The task ids a run plays: rollout.task_ids as given, else a sample of rollout.sample, else the first
-    `count`; one variant per task unless rollout.all_variants."""
-    if rollout.task_ids:
+def select_tasks(tasks: Sequence[Task], count: int, *, task_ids: Sequence[str] | None = None,
+                 sample: int | None = None, seed: int = 0, all_variants: bool = False) -> list[str]:
+    """The task ids a run plays: `task_ids` as given, else a sample of `sample` drawn with `seed`, else the
+    first `count`; one variant per task unless `all_variants`."""
+    if task_ids:
         known = {t.task_id for t in tasks}
-        missing = [task_id for task_id in rollout.task_ids if task_id not in known]
+        missing = [task_id for task_id in task_ids if task_id not in known]
         if missing:
             where = f"{tasks[0].env} split '{tasks[0].split}'" if tasks else "this split"
             raise UnknownEnvError(f"no task {missing[0]!r} in {where} ({len(missing)} unknown): list the ids "
                                   "with `retro envs tasks ENV --split SPLIT`")
-        return list(dict.fromkeys(rollout.task_ids))
-    pool = list(tasks) if rollout.all_variants else one_per_task(tasks)
-    if rollout.sample is not None:
-        return [t.task_id for t in stratified_sample(pool, rollout.sample, rollout.seed)]
+        return list(dict.fromkeys(task_ids))
+    pool = list(tasks) if all_variants else one_per_task(tasks)
+    if sample is not None:
+        return [t.task_id for t in stratified_sample(pool, sample, seed)]
     return [t.task_id for t in sorted(pool, key=lambda t: t.task_id)[:count]]

@@ -35,10 +35,10 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from retro.duckdb_ext import load_extension
 from retro.envs.webshop_goals import ParsedGoal, parse_goals
 from retro.envs.webshop_reward import attribute_matches, covers, tokens
 from retro.errors import DataError
-from retro.store.lake import load_extension
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from retro.duckdb_ext import load_extension
 from retro.errors import DataError
-from retro.store.lake import load_extension
 
 log = logging.getLogger(__name__)
 

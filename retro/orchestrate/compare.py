@@ -3,38 +3,38 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import polars as pl
 
-from retro.agent.rollout import Models, load_models, rollout
+from retro.agent import spec as run_spec  # through the module: tests swap load_models for scripted LLMs
+from retro.agent.request import RolloutRequest, with_mode
 from retro.config import MODES, Settings
-from retro.envs import held_out_split
 from retro.errors import ModelNotFoundError
-from retro.eval.promote import held_out_settings
+from retro.orchestrate.promote import ModelsFor, held_out_settings
+from retro.orchestrate.rollout import rollout
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
 
 
-def compare_modes(settings: Settings, lake: Lake, *, env: str, tasks: int, trials: int, tag: str = "",
-                  modes: tuple[str, ...] = MODES,
-                  models_for: Callable[[str, str | None], Models] | None = None) -> pl.DataFrame:
-    """Success after each trial for every mode (retroformer uses the promoted adapter; skipped if none).
+def compare_modes(settings: Settings, lake: Lake, request: RolloutRequest, *, modes: tuple[str, ...] = MODES,
+                  adapter: str | None = None, models_for: ModelsFor | None = None) -> pl.DataFrame:
+    """Success after each trial for every mode on the held-out request (`held_out_request`); retroformer uses
+    `adapter`, else the promoted one, and is skipped when there is none.
 
     Returns one row per mode: mode, model version, run id, success_trial_0..K-1.
     """
     settings = held_out_settings(settings)
-    models_for = models_for or (lambda mode, adapter: load_models(settings, lake, mode, adapter))
+    models_for = models_for or (lambda arm: run_spec.load_models(settings, arm))
     rows = []
     for mode in modes:
         try:
-            models = models_for(mode, None)
+            arm = with_mode(settings, lake, request, mode, adapter)
+            models = models_for(arm)
         except ModelNotFoundError as err:
             log.info("compare: skip %s (%s)", mode, err)
             continue
-        result = rollout(settings, lake, env=env, split=held_out_split(env, settings), mode=mode, tasks=tasks,
-                         trials=trials, tag=tag, models=models)
+        result = rollout(settings, lake, arm, models=models)
         row = {"mode": mode, "model_version": models.retro_version or "-", "run_id": result.run_id}
         row.update({f"success_trial_{i}": v for i, v in enumerate(result.success_by_trial)})
         rows.append(row)

@@ -11,18 +11,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from retro.agent.rollout import Models, check_counts, load_models, rollout
+from retro.agent import spec as run_spec  # through the module: tests swap load_models for scripted LLMs
+from retro.agent.request import RolloutRequest, with_mode
 from retro.agent.runner import RunResult
 from retro.config import Settings
-from retro.envs import held_out_split
-from retro.store import queries
+from retro.orchestrate.rollout import rollout
+from retro.store import queries, registry
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
 
 BASE = "base"  # the model id that stands for the frozen base retrospective model
 
-ModelsFor = Callable[[str, str | None], Models]  # (mode, adapter) -> models; tests pass scripted ones
+ModelsFor = Callable[[RolloutRequest], run_spec.Models]  # tests pass scripted models
 
 
 @dataclass
@@ -58,32 +59,27 @@ def _record(lake: Lake, model_id: str, result: RunResult, env: str, split: str) 
     }]})
 
 
-def evaluate_candidate(settings: Settings, lake: Lake, candidate: str, *, env: str | None = None,
-                       tasks: int | None = None, trials: int | None = None, tag: str = "",
+def evaluate_candidate(settings: Settings, lake: Lake, request: RolloutRequest, candidate: str, *,
                        flow_run_id: str | None = None, models_for: ModelsFor | None = None) -> Comparison:
-    """Run candidate and incumbent on the held-out split, record both, promote the candidate if better."""
-    from retro.train import registry
-
+    """Run candidate and incumbent on the held-out request (`held_out_request`), record both, promote the
+    candidate if better."""
     settings = held_out_settings(settings)
-    env = env or settings.rollout.env
-    check_counts(tasks, trials)  # before `or` turns an explicit 0 into the default
-    split, tasks, trials = held_out_split(env, settings), tasks or settings.eval.tasks, trials or settings.eval.trials
-    models_for = models_for or (lambda mode, adapter: load_models(settings, lake, mode, adapter))
+    models_for = models_for or (lambda arm: run_spec.load_models(settings, arm))
     promoted = registry.promoted_model(lake)
     incumbent = promoted.model_id if promoted else BASE
 
-    def run(mode: str, adapter: str | None) -> RunResult:
-        return rollout(settings, lake, env=env, split=split, mode=mode, tasks=tasks, trials=trials, tag=tag,
-                       flow_run_id=flow_run_id, models=models_for(mode, adapter))
+    def run(arm: RolloutRequest) -> RunResult:
+        return rollout(settings, lake, arm, flow_run_id=flow_run_id, models=models_for(arm))
 
-    cand = run("retroformer", candidate)
-    inc = run("retroformer", incumbent) if promoted else run("reflexion", None)
-    _record(lake, candidate, cand, env, split)
-    _record(lake, incumbent, inc, env, split)
+    cand = run(with_mode(settings, lake, request, "retroformer", candidate))
+    inc = run(with_mode(settings, lake, request, "retroformer", incumbent) if promoted
+              else with_mode(settings, lake, request, "reflexion"))
+    _record(lake, candidate, cand, request.env, request.split)
+    _record(lake, incumbent, inc, request.env, request.split)
     better = cand.success_by_trial[-1] > inc.success_by_trial[-1]
     comparison = Comparison(candidate, incumbent, cand.success_by_trial, inc.success_by_trial,
                             cand.run_id, inc.run_id, better)
     if better:
         registry.promote(lake, candidate, reason=comparison.reason, previous=None if incumbent == BASE else incumbent)
-    log.info("evaluation on %s/%s: %s", env, split, comparison.reason)
+    log.info("evaluation on %s/%s: %s", request.env, request.split, comparison.reason)
     return comparison

@@ -1,6 +1,6 @@
 """One rollout over several workers: plan shards, run each into Parquet, commit them once.
 
-  1. plan    - (one process) create the lake, resolve the mode, pick the tasks and split them into shards
+  1. plan    - (one process) create the lake, pick the request's tasks and split them into shards
   2. run     - (each worker) load the models, build the run's spec over *all* tasks (so the run id is the
                one a single process would use), run the batched Runner on the shard's tasks into a
                StagingLake, seeded with what the lake already holds of them, and flush it to Parquet
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retro.agent import rollout as rollout_lib
+from retro.agent import spec as run_spec  # through the module: tests swap load_models for scripted LLMs
+from retro.agent.request import RolloutRequest, pick_tasks
 from retro.agent.runner import Runner, RunResult
 from retro.config import Settings, load_settings
-from retro.envs import get_env, select_tasks
+from retro.envs import get_env
 from retro.eval.metrics import success_by_trial
 from retro.provenance import code_version
 from retro.store import queries
@@ -34,16 +35,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """What every worker needs: the resolved settings (so all hash the same config) and its shard."""
+    """What every worker needs: the resolved settings (so all hash the same config), the request, its tasks
+    and the shards they are split into."""
 
     settings: dict[str, Any]  # Settings.model_dump(mode="json"); rebuilt with load_settings(**settings)
-    env: str
-    split: str
-    mode: str
+    request: RolloutRequest
     task_ids: tuple[str, ...]
-    trials: int
-    adapter: str | None
-    tag: str
     shards: tuple[tuple[str, ...], ...]
 
 
@@ -56,6 +53,7 @@ class ShardResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    retried: int = 0  # model calls a served backend retried
 
 
 def split_tasks(task_ids: list[str] | tuple[str, ...], n_shards: int) -> tuple[tuple[str, ...], ...]:
@@ -64,33 +62,24 @@ def split_tasks(task_ids: list[str] | tuple[str, ...], n_shards: int) -> tuple[t
     return tuple(tuple(task_ids[i::n]) for i in range(n))
 
 
-def plan_shards(settings: Settings, lake: Lake, workers: int, *, env: str | None = None, split: str | None = None,
-                mode: str | None = None, tasks: int | None = None, trials: int | None = None,
-                adapter: str | None = None, tag: str = "") -> ShardPlan:
-    """Step 1, in the process that will commit: arguments left as None come from `settings.rollout`."""
-    r = settings.rollout
-    env, split, mode = env or r.env, split or r.split, mode or r.mode
+def plan_shards(settings: Settings, lake: Lake, request: RolloutRequest) -> ShardPlan:
+    """Step 1, in the process that will commit: the request's tasks in `request.workers` shards."""
     lake.init()  # the only catalog write before the commit; workers open the lake read-only
-    if mode == "auto":
-        mode = rollout_lib.auto_mode(lake)
-    adapter = adapter or r.adapter
-    if mode == "retroformer":  # pin the adapter here, so a promotion mid-run cannot split the shards
-        adapter = rollout_lib.resolve_adapter(lake, adapter)[0]
-    task_ids = tuple(select_tasks(get_env(env, settings).load_tasks(split), r, tasks or r.tasks))
+    task_ids = tuple(pick_tasks(settings, get_env(request.env, settings), request))
     resolved = {**settings.model_dump(mode="json"), "home": str(settings.home.resolve())}  # same paths on workers
-    return ShardPlan(resolved, env, split, mode, task_ids, trials or r.trials, adapter, tag,
-                     split_tasks(task_ids, workers))
+    return ShardPlan(resolved, request, task_ids, split_tasks(task_ids, request.workers))
 
 
 def run_shard(plan: ShardPlan, index: int, flow_run_id: str | None = None,
-              models: rollout_lib.Models | None = None) -> ShardResult:
+              models: run_spec.Models | None = None) -> ShardResult:
     """Step 2, on a worker: run shard `index` of the plan into `<staging>/<run_id>/shard-NN/*.parquet`."""
     settings = load_settings(**plan.settings)
     lake = Lake(settings, create=False)
-    environment = get_env(plan.env, settings)
-    models = models or rollout_lib.load_models(settings, lake, plan.mode, plan.adapter)
-    spec = rollout_lib.make_spec(settings, models, plan.mode, plan.env, plan.split, list(plan.task_ids),
-                                 plan.trials, plan.tag)
+    request = plan.request
+    environment = get_env(request.env, settings)
+    models = models or run_spec.load_models(settings, request)
+    spec = run_spec.make_spec(settings, models, request.mode, request.env, request.split, list(plan.task_ids),
+                              request.trials, request.tag)
     shard = plan.shards[index]
     staging = StagingLake()
     try:
@@ -106,7 +95,7 @@ def run_shard(plan: ShardPlan, index: int, flow_run_id: str | None = None,
     log.info("run %s shard %d: %d tasks, %d trials resumed, %d new trials staged in %s", spec.run_id, index,
              len(shard), resumed, result.written["trials"], folder)
     return ShardResult(spec.run_id, index, staged, str(folder), result.prompt_tokens, result.completion_tokens,
-                       result.seconds)
+                       result.seconds, result.retried)
 
 
 def commit_shards(settings: Settings, lake: Lake, plan: ShardPlan, results: list[ShardResult]) -> RunResult:
@@ -118,9 +107,12 @@ def commit_shards(settings: Settings, lake: Lake, plan: ShardPlan, results: list
     run_id = run_ids.pop()
     written = commit_staged(lake, Path(results[0].folder).parent)
     written = {name: written.get(name, 0) for name in ("trials", "steps", "reflections")}
-    curve = success_by_trial(queries.committed_trials(lake, run_id), len(plan.task_ids), plan.trials)
-    queries.record_run_end(lake, run_id, "completed", {"success_by_trial": curve, "written": written})
+    trials = plan.request.trials
+    curve = success_by_trial(queries.committed_trials(lake, run_id), len(plan.task_ids), trials)
+    retried = sum(r.retried for r in results)
+    queries.record_run_end(lake, run_id, "completed",
+                           {"success_by_trial": curve, "written": written, "retried": retried})
     log.info("run %s: %d shards committed, success by trial %s (%d new trials)", run_id, len(results),
              " ".join(f"{x:.2f}" for x in curve), written["trials"])
-    return RunResult(run_id, len(plan.task_ids), plan.trials, curve, written, sum(r.prompt_tokens for r in results),
-                     sum(r.completion_tokens for r in results), max(r.seconds for r in results))
+    return RunResult(run_id, len(plan.task_ids), trials, curve, written, sum(r.prompt_tokens for r in results),
+                     sum(r.completion_tokens for r in results), max(r.seconds for r in results), retried)

@@ -7,12 +7,8 @@ readers shared), because a DuckDB catalog file admits one writing process at a t
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import importlib.util
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +18,7 @@ import duckdb
 import polars as pl
 
 from retro.config import Settings, redact_password
+from retro.duckdb_ext import load_extension
 from retro.errors import ConfigError, LakeBusyError, LakeError
 from retro.store.lock import file_lock
 
@@ -49,65 +46,6 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 # Key columns a writer may leave out: rows written without them take this value (as the lake's DEFAULT does).
 KEY_DEFAULTS: dict[str, Any] = {"sample": 0}
-
-
-# -- extensions ----------------------------------------------------------------------------------------
-# DuckDB finds an extension's entry point by its file name; duckdb-extension-postgres ships the
-# `postgres_scanner` extension as postgres.duckdb_extension, so it is loaded through a link named right.
-_FILE_NAMES = {"postgres": "postgres_scanner"}
-_LINK_DIR: list[Path] = []  # this process's private folder of such links (removed at exit)
-
-
-def _pip_extension_file(name: str) -> Path | None:
-    """The extension file shipped by the pip package duckdb-extension-<name>, for this duckdb version."""
-    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
-    if not path.exists():
-        return None
-    if name not in _FILE_NAMES:
-        return path
-    if not _LINK_DIR:
-        _LINK_DIR.append(Path(tempfile.mkdtemp(prefix="retro-duckdb-ext-")))
-        atexit.register(shutil.rmtree, _LINK_DIR[0], True)
-    link = _LINK_DIR[0] / f"{_FILE_NAMES[name]}.duckdb_extension"
-    with contextlib.suppress(FileExistsError):  # another thread made it first
-        link.symlink_to(path)
-    return link
-
-
-_HOW_LOADED: dict[str, str] = {}  # extension -> the LOAD target that worked in this process
-
-
-def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """LOAD an extension offline: already installed, else the pip-shipped file, else INSTALL (network).
-
-    What worked is remembered per process: a failing `LOAD name` costs about half a second.
-    """
-    if name in _HOW_LOADED:
-        con.execute(f"LOAD {_HOW_LOADED[name]}")
-        return
-    candidates = [name]
-    shipped = _pip_extension_file(name)
-    if shipped is not None:
-        candidates.insert(0, f"'{shipped}'")  # the pinned, matching build first: fast and offline
-    for target in candidates:
-        try:
-            con.execute(f"LOAD {target}")
-            _HOW_LOADED[name] = target
-            return
-        except duckdb.Error as err:
-            log.debug("LOAD %s failed: %s", target, err)
-    try:
-        con.execute(f"INSTALL {name}")
-        con.execute(f"LOAD {name}")
-        _HOW_LOADED[name] = name
-    except duckdb.Error:
-        raise LakeError(
-            f"duckdb extension '{name}' not found: pip install duckdb-extension-{name}=={duckdb.__version__} "
-            "(or allow network for INSTALL)"
-        ) from None
 
 
 # -- locking ---------------------------------------------------------------------------------------------

@@ -23,8 +23,7 @@ import polars as pl
 
 from retro.config import Settings
 from retro.errors import ConfigError
-from retro.store import export
-from retro.store import registry as store_registry
+from retro.store import export, registry
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ def build_dataset(settings: Settings, lake: Lake, name: str, snapshot: int | Non
     version = dataset_version_id(sql_text, snapshot, params)
     path = dataset_path(settings, name, version)
 
-    known = store_registry.dataset_version_row(lake, name, version)
+    known = registry.dataset_version_row(lake, name, version)
     if known is not None and Path(known["path"]).is_file():
         log.info("dataset %s v%s already built at snapshot %d (%d rows)", name, version, snapshot, known["row_count"])
         return _from_row(known)
@@ -148,8 +147,8 @@ def build_datasets(settings: Settings, lake: Lake, snapshot: int | None = None) 
 def get_dataset_version(lake: Lake, name: str, version: str | None = None) -> DatasetVersion:
     """A registered dataset version (the newest when `version` is None)."""
     sql_path(name)
-    row = (store_registry.dataset_version_row(lake, name, version) if version
-           else store_registry.latest_dataset_version_row(lake, name))
+    row = (registry.dataset_version_row(lake, name, version) if version
+           else registry.latest_dataset_version_row(lake, name))
     if row is None:
         what = f"version {version} of dataset '{name}'" if version else f"no version of dataset '{name}'"
         raise ConfigError(f"{what} is not registered: build it with `retro train build-datasets`")

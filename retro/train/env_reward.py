@@ -19,8 +19,8 @@ from typing import Any
 
 import polars as pl
 
-from retro.agent.rollout import make_spec
 from retro.agent.runner import Branch, Runner
+from retro.agent.spec import Models, make_spec
 from retro.config import Settings
 from retro.envs import get_env
 from retro.llm.base import LLM
@@ -45,8 +45,6 @@ class EnvironmentReward:
         self.played = 0
 
     def _runner(self, env: str, split: str, task_ids: list[str]) -> Runner:
-        from retro.agent.rollout import Models
-
         models = Models(self.actor, None, self.model_id)
         spec = make_spec(self.settings, models, "retroformer", env, split, task_ids, trials=1,
                          tag=f"env-reward-{self.model_id}")

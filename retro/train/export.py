@@ -14,8 +14,8 @@ from pathlib import Path
 from retro.config import Settings
 from retro.llm import llama_cpp, resolve_model_path
 from retro.llm.base import read_adapter_config
+from retro.store import registry
 from retro.store.lake import Lake
-from retro.train import registry
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Any
 
 from retro.config import Settings
 from retro.store.lake import Lake
+from retro.store.registry import ModelVersion
 from retro.train.datasets import build_datasets
 from retro.train.grpo import train_group
 from retro.train.ppo import train_ppo
-from retro.train.registry import ModelVersion
 from retro.train.result import Skipped, skip
 from retro.train.reward import train_reward_model
 from retro.train.sft import train_sft
