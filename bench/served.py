@@ -107,7 +107,7 @@ def notes(played: dict[str, Played], converted: dict[str, float], tasks: int, tr
          f"{wall['llama-server Q8_0, cold'] / wall['embedded, cold']:.2f}x, warm "
          f"{wall['llama-server Q8_0, warm'] / wall['embedded, warm']:.2f}x** (above 1: the embedded backend is faster). "
          f"{tasks} HotPotQA eval tasks x {trials} trials, max {steps} steps, react, greedy; {threads} threads each; "
-         f"one llama-server slot per task (`-np {tasks}`), 2048 context tokens per slot."),
+         f"one llama-server slot per task (`-np {tasks}`), 3072 context tokens per slot."),
         (f"llama.cpp from llama-cpp-python {llama_cpp.VERSION}'s sdist; llama-server built in "
          f"{build.read_text().strip() if build.exists() else '(not recorded)'}; GGUF conversion this run "
          + ", ".join(f"{k.upper()} {v:.0f} s" for k, v in converted.items()) + " (0 s: cached)."),

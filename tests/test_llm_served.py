@@ -121,6 +121,30 @@ def test_an_echoing_server_that_stops_echoing_is_an_error_not_a_guess(servers):
     assert "RETRO_ACTOR__PREFILL=continues" in gen.errors[0]
 
 
+def test_token_counts_follow_the_servers_usage():
+    def answer(path: str, body: dict) -> str:  # a tokenizer of 3 characters a token
+        return json.dumps({"choices": [{"text": "x"}], "usage": {"prompt_tokens": len(body["prompt"]) // 3,
+                                                                  "completion_tokens": 1}})
+
+    server = FakeServer(answer)
+    try:
+        llm, long = backend(server.url), "word " * 600
+        assert llm.count_tokens(long) == 750  # 4 characters a token until the server says otherwise
+        llm.generate(["short", long], GenParams())
+        assert llm.count_tokens(long) == 1000  # the long prompt calibrated it; the short one is mostly template
+    finally:
+        server.close()
+
+
+def test_a_prompt_over_the_servers_context_names_the_context_settings(servers):
+    server = servers("vllm")
+    server.script = [(400, json.dumps({"error": {"message": "request (2050 tokens) exceeds the available context "
+                                                            "size (2048 tokens), try increasing it"}}))]
+    error = backend(server.url).generate(["a"], GenParams()).errors[0]
+    assert "exceeds the available context size" in error and "llama-server: -c / -np" in error
+    assert "lower RETRO_ACTOR__CONTEXT_WINDOW" in error and "API key" not in error
+
+
 # -- adapters ---------------------------------------------------------------------------------------------------
 def served_settings(url: str, server: str, **retro) -> ModelSettings:
     return ModelSettings(backend="openai", model="tiny", base_url=url, adapter_server=server, retries=1, **retro)

@@ -127,10 +127,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(model: Path, loras: Sequence[Path] = (), threads: int | None = None, slots: int = 4, context: int = 2048,
+def serve(model: Path, loras: Sequence[Path] = (), threads: int | None = None, slots: int = 4, context: int = 3072,
           log: Path | None = None, ready_s: float = 120.0) -> Iterator[str]:
     """Run llama-server on 127.0.0.1 with `model` (and LoRA files, which the openai backend switches per
-    request), `slots` parallel requests of `context` tokens each; yields its base URL (…/v1) once healthy."""
+    request), `slots` parallel requests of `context` tokens each (the actor's default 2048-token window, its
+    new tokens, and room for a token count that is an estimate); yields its base URL (…/v1) once healthy."""
     binary = server_binary()
     if binary is None:
         raise ModelNotFoundError(f"llama-server is not built in {home()}: {GET_IT}")
