@@ -25,6 +25,10 @@ from pydantic_settings import (
 
 from retro.errors import ConfigError
 
+# The shipped data, installed with the package: each training set's SQL (`<name>.sql`) and the offline
+# environments' task data (hotpotqa/, alfworld/, webshop/).
+DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
+
 Mode = Literal["react", "reflexion", "retroformer"]
 MODES: tuple[str, ...] = ("react", "reflexion", "retroformer")
 

@@ -14,14 +14,14 @@ import json
 import re
 from pathlib import Path
 
-from retro.config import Settings
+from retro.config import DATASETS_DIR, Settings
 from retro.envs.actions import BracketActions
 from retro.envs.base import StepResult, Task
 from retro.envs.text import exact_match, f1_score
 from retro.envs.wiki import Page, Wiki
 from retro.errors import DataError, UnknownEnvError
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "datasets" / "hotpotqa"
+DATA_DIR = DATASETS_DIR / "hotpotqa"
 SPLIT_FILES = {"eval": "eval_reflexion100.jsonl", "train": "train_dev_first100.jsonl"}
 TASK_FIELDS = ("id", "question", "answer", "context")  # required in every line
 METADATA_FIELDS = ("type", "level", "supporting_facts")  # kept where present
@@ -176,7 +176,7 @@ class HotpotQA(BracketActions):
 def _read_tasks(path: Path, split: str, shipped: bool) -> list[Task]:
     fix = "restore the shipped file" if shipped else "fix the file or the setting rollout.hotpotqa_splits"
     if not path.exists():
-        where = "restore datasets/hotpotqa/ from the repository" if shipped else fix
+        where = "restore retro/datasets/hotpotqa/ from the repository" if shipped else fix
         raise DataError(f"HotPotQA data file missing: {path}; {where}")
     tasks = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):

@@ -35,6 +35,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
+from retro.config import DATASETS_DIR
 from retro.duckdb_ext import load_extension
 from retro.envs.webshop_goals import ParsedGoal, parse_goals
 from retro.envs.webshop_reward import attribute_matches, covers, tokens
@@ -43,7 +44,7 @@ from retro.errors import DataError
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "1"  # bump when products change in a way the source hash would not show
-DATA_DIR = Path(__file__).resolve().parents[2] / "datasets" / "webshop"
+DATA_DIR = DATASETS_DIR / "webshop"
 SQL_FILE = Path(__file__).with_name("webshop_search.sql")
 EVAL_SIZE = 100  # the held-out instructions
 EVAL_SEED = 2022  # fixed apart from the catalogue seed: the held-out split never moves
@@ -297,7 +298,7 @@ def _read_data(data_dir: Path) -> tuple[list[str], dict[str, list[str]], bytes]:
         instructions = json.loads(goals_file.read_text())
         queries = json.loads(queries_file.read_text())
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read the WebShop goals in {data_dir} ({err}): restore datasets/webshop/") from None
+        raise DataError(f"cannot read the WebShop goals in {data_dir} ({err}): restore retro/datasets/webshop/") from None
     if not isinstance(instructions, list) or not all(isinstance(t, str) for t in instructions):
         raise DataError(f"{goals_file} must be a JSON list of instruction strings")
     return instructions, queries, raw

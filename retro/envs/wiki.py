@@ -133,7 +133,7 @@ class Wiki:
         if self._path is None:
             missing = [str(p) for p in self.sources if not p.exists()]
             if missing:
-                raise DataError(f"HotPotQA data missing: {', '.join(missing)}; restore datasets/hotpotqa/")
+                raise DataError(f"HotPotQA data missing: {', '.join(missing)}; restore retro/datasets/hotpotqa/")
             self._path = self.folder / f"wiki-{corpus_key(self.sources)}.duckdb"
         return self._path
 
