@@ -5,7 +5,6 @@ venv := ".venv"
 py := venv + "/bin/python"
 retro := venv + "/bin/retro"
 export PREFECT_SERVER_ANALYTICS_ENABLED := "false"
-export TRL_EXPERIMENTAL_SILENCE := "1"
 export HF_HUB_OFFLINE := "1"
 export TOKENIZERS_PARALLELISM := "false"
 

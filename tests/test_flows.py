@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import toyworker
 from trainkit import tiny_model_dir  # noqa: F401 (fixture)
@@ -66,6 +68,31 @@ def test_deployments_carry_the_nightly_schedule(settings):
     (nightly,) = built["nightly"].schedules
     assert (nightly.schedule.cron, nightly.schedule.timezone) == ("30 3 * * *", settings.schedule.timezone)
     assert all(not d.schedules for name, d in built.items() if name != "nightly")
+
+
+def test_prefect_yaml_runs_nightly_on_the_settings_schedule():
+    """prefect.yaml (Prefect workers) and `retro serve` (settings.schedule) start the night at the same time."""
+    import yaml
+
+    from retro.config import ScheduleSettings
+
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
+    (nightly,) = [d for d in spec["deployments"] if d["name"] == "nightly"]
+    (schedule,) = nightly["schedules"]
+    assert (schedule["cron"], schedule["timezone"]) == (ScheduleSettings().nightly_cron, ScheduleSettings().timezone)
+
+
+def test_flows_put_prefect_home_in_the_home_retro_toml_names(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "retro.toml").write_text('home = "from-toml"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRO_", "PREFECT_"))}
+    done = subprocess.run([sys.executable, "-c", "import flows, os; print(os.environ['PREFECT_HOME'])"], cwd=tmp_path,
+                          env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert done.stdout.strip() == str(tmp_path / "from-toml" / "prefect"), done.stderr
 
 
 COUNTED = ("runs", "trials", "steps", "reflections", "ratings", "dataset_versions", "model_evaluations")
