@@ -132,6 +132,15 @@ def test_decoding_matches_transformers_generate(tiny_model_dir, fresh_bases):
     assert ours == theirs
 
 
+def test_generation_and_training_pad_alike_with_a_token_the_template_never_writes(tiny_model_dir, fresh_bases):
+    from retro.train.lora import load_tokenizer
+
+    served, trained = HFBackend(tiny_model_dir, FP32).tokenizer, load_tokenizer(tiny_model_dir)
+    assert (served.pad_token, served.padding_side) == (trained.pad_token, trained.padding_side) == ("<|endoftext|>",
+                                                                                                    "left")
+    assert served.pad_token != served.eos_token  # an end of turn is never taken for padding
+
+
 def test_batches_are_chunked_by_batch_size(tiny_model_dir, fresh_bases):
     params = GenParams(max_new_tokens=8)
     whole = HFBackend(tiny_model_dir, FP32).generate(PROMPTS, params)

@@ -31,7 +31,32 @@ from retro.llm.row_cache import RowCache
 log = logging.getLogger(__name__)
 
 
+# One pad rule for generation and training. Base tokenizers often pad with their end-of-turn token, but trl's
+# PPO treats every pad id as padding (even inside the chat-templated prompt) and a sequence classifier scores
+# the last token that is not the pad: so every model here pads with a token the chat template never writes.
+PAD_TOKEN = "<|endoftext|>"
+
+
 # -- small helpers ------------------------------------------------------------------------------------
+def use_pad_token(tokenizer: Any) -> None:
+    """Pad on the left (new tokens follow the prompt) with PAD_TOKEN, or with a new `<|pad|>` when the
+    vocabulary has no PAD_TOKEN other than its end of sequence and no pad of its own apart from it."""
+    if PAD_TOKEN in tokenizer.get_vocab() and PAD_TOKEN != tokenizer.eos_token:
+        tokenizer.pad_token = PAD_TOKEN
+    elif tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+    tokenizer.padding_side = "left"
+
+
+def fit_pad(model: Any, tokenizer: Any) -> None:
+    """The model knows the tokenizer's pad (as its config's pad id; an added pad token gets an embedding)."""
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
 def resolve_device(device: str) -> str:
     """"auto" -> cuda when a GPU is visible, else cpu; anything else is passed to torch as given."""
     if device != "auto":
@@ -123,10 +148,10 @@ def load_base(path: Path, dtype: torch.dtype, device: str) -> SharedBase:
         if key not in _BASES:
             start = time.perf_counter()
             tokenizer = AutoTokenizer.from_pretrained(path)
-            tokenizer.padding_side = "left"  # decoder-only: new tokens must follow the prompt directly
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+            use_pad_token(tokenizer)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+            fit_pad(model, tokenizer)
+            model = model.to(device).eval()
             if device == "cpu":
                 use_grouped_sdpa(model)
             _BASES[key] = SharedBase(model=model, tokenizer=tokenizer, path=path)

@@ -19,15 +19,13 @@ import torch
 
 from retro.config import Settings
 from retro.errors import ModelNotFoundError
+from retro.llm.hf import fit_pad, use_pad_token
 from retro.provenance import code_version
 
 log = logging.getLogger(__name__)
 
 # Training runs in float32: bf16 matmuls are slow on CPUs without AMX, and the adapters are small.
 TRAIN_DTYPE = torch.float32
-# The base tokenizer pads with its end-of-turn token; trl's PPO treats every pad id as padding (even
-# inside the chat-templated prompt), so training pads with a token the chat template never uses.
-PAD_TOKEN = "<|endoftext|>"
 
 
 def lora_config(settings: Settings, task: Literal["causal", "seq-cls"] = "causal"):
@@ -66,35 +64,21 @@ def base_model_path(settings: Settings) -> Path:
 
 
 def load_tokenizer(path: Path):
-    """The base tokenizer, padding with PAD_TOKEN on the left (generation continues prompts)."""
+    """The base tokenizer, padding as generation does (retro.llm.hf.use_pad_token)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if PAD_TOKEN in tokenizer.get_vocab() and PAD_TOKEN != tokenizer.eos_token:
-        tokenizer.pad_token = PAD_TOKEN
-    elif tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-    tokenizer.padding_side = "left"
+    use_pad_token(tokenizer)
     if tokenizer.chat_template is None:
         raise ModelNotFoundError(f"the tokenizer in {path} has no chat template: use an instruct model folder")
     return tokenizer
-
-
-def _sync_pad(model, tokenizer) -> None:
-    # Sequence classifiers score the last token that is not `config.pad_token_id`; it must be the
-    # tokenizer's pad, or an end-of-turn token that equals the old pad would be skipped.
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if getattr(model, "generation_config", None) is not None:
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def load_causal_lm(path: Path, tokenizer, dtype: torch.dtype = TRAIN_DTYPE):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    _sync_pad(model, tokenizer)
+    fit_pad(model, tokenizer)
     return model
 
 
@@ -103,7 +87,7 @@ def load_classifier(path: Path, tokenizer, dtype: torch.dtype = TRAIN_DTYPE):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
-    _sync_pad(model, tokenizer)
+    fit_pad(model, tokenizer)
     return model
 
 
