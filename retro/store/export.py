@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,11 @@ import duckdb
 import polars as pl
 
 from retro.store.lake import Lake
+from retro.store.readonly import LAKE, nodes, syntax_tree
 
 # Change kinds that only add rows: a snapshot made only of these, on tables a query does not read,
 # leaves that query's result unchanged.
 _INSERT_ONLY = {"tables_inserted_into", "inlined_insert"}
-_TABLE_REF = re.compile(r"\blake\.([a-z_][a-z0-9_]*)", re.IGNORECASE)
-_PARAM = re.compile(r"\$([a-z_][a-z0-9_]*)", re.IGNORECASE)
 
 
 def strip_comments(sql_text: str) -> str:
@@ -31,13 +29,15 @@ def strip_comments(sql_text: str) -> str:
 
 
 def tables_read(sql_text: str) -> list[str]:
-    """The lake tables a query reads (`lake.<name>` references), sorted."""
-    return sorted({m.lower() for m in _TABLE_REF.findall(strip_comments(sql_text))})
+    """The lake tables a query reads (its `lake.<name>` table references, as DuckDB parses them), sorted."""
+    return sorted({node["table_name"].lower() for node in nodes(syntax_tree(sql_text))
+                   if node.get("type") == "BASE_TABLE" and LAKE in (node.get("schema_name"), node.get("catalog_name"))})
 
 
 def parameters_used(sql_text: str) -> list[str]:
-    """The `$name` parameters a query binds, sorted."""
-    return sorted({m.lower() for m in _PARAM.findall(strip_comments(sql_text))})
+    """The `$name` parameters a query binds (DuckDB's parse of its one statement), sorted."""
+    (statement,) = duckdb.extract_statements(sql_text)
+    return sorted(name.lower() for name in statement.named_parameters)
 
 
 def data_snapshot(lake: Lake, tables: Iterable[str], at: int | None = None) -> int:

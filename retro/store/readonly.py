@@ -47,17 +47,30 @@ def _parser() -> duckdb.DuckDBPyConnection:
                                   "autoload_known_extensions": False})
 
 
-def _calls(tree: object) -> Iterator[dict]:
-    """Every function call (scalar, aggregate, window, table) in json_serialize_sql's tree."""
+def syntax_tree(sql: str) -> dict:
+    """DuckDB's own parse of `sql` (json_serialize_sql), for reading what a query does without running it."""
+    con = _parser()
+    try:
+        return json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    finally:
+        con.close()
+
+
+def nodes(tree: object) -> Iterator[dict]:
+    """Every node of a syntax tree (statements, table references, expressions, function calls)."""
     stack = [tree]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if "function_name" in node:
-                yield node
+            yield node
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
+
+
+def _calls(tree: object) -> Iterator[dict]:
+    """Every function call (scalar, aggregate, window, table) in json_serialize_sql's tree."""
+    return (node for node in nodes(tree) if "function_name" in node)
 
 
 def _refused_call(call: dict) -> str | None:
@@ -84,7 +97,7 @@ def check_readonly(sql: str) -> str:
         if statement.type != duckdb.StatementType.SELECT:
             raise LakeError(f"retro sql is read-only: {statement.type.name} statements are refused; use SELECT "
                             "(writes go through retro commands; for a plan, pass --explain)")
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [statement.query]).fetchone()[0])
+        tree = syntax_tree(statement.query)
     except (duckdb.Error, RecursionError) as err:
         raise LakeError(f"cannot parse the query: {str(err).splitlines()[0]}") from None
     finally:
