@@ -115,7 +115,8 @@ class ToyServer:
 
 def backend(url: str, name: str) -> OpenAIBackend:
     fields = {"backend": "openai", "model": "toy", "base_url": url, "api_key_env": "TOY_SERVER_API_KEY",
-              "read_timeout_s": TIMEOUT_S, "retries": 1, "concurrency": 8}
+              "read_timeout_s": TIMEOUT_S, "retries": 1, "concurrency": 8,
+              "prefill": "continues"}  # the toy server continues a prefilled turn, as vLLM does
     return OpenAIBackend(ModelSettings(**fields), name=name, backoff_s=0.01)
 
 
@@ -183,7 +184,7 @@ def test_rollout_command_stops_on_an_outage_with_one_line(toy, retro_home, monke
     server = ToyServer({k: "500" for k in range(12)})
     for role in ("ACTOR", "RETROSPECTIVE"):
         for name, value in {"BACKEND": "openai", "MODEL": "toy", "BASE_URL": server.url, "RETRIES": "1",
-                            "READ_TIMEOUT_S": "2", "API_KEY_ENV": "TOY_SERVER_API_KEY"}.items():
+                            "READ_TIMEOUT_S": "2", "API_KEY_ENV": "TOY_SERVER_API_KEY", "PREFILL": "continues"}.items():
             monkeypatch.setenv(f"RETRO_{role}__{name}", value)
     try:
         line = clirun.retro("rollout", "--env", "toy", "--tasks", "2", "--trials", "2").one_line_error
