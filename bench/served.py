@@ -50,6 +50,12 @@ def play(settings, models, tag: str, tasks: int, trials: int) -> Played:
     return Played(wall, actions(lake, result.run_id), invalid, result.completion_tokens, result.retried)
 
 
+def home(tmp: str, name: str) -> Path:
+    path = Path(tmp) / name
+    path.mkdir()
+    return path
+
+
 def run(quick: bool) -> list[str]:
     import torch
 
@@ -64,7 +70,7 @@ def run(quick: bool) -> list[str]:
     played: dict[str, Played] = {}
     converted: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = fresh_settings(Path(tmp) / "embedded", share_models=True, rollout=rollout_settings)
+        settings = fresh_settings(home(tmp, "embedded"), share_models=True, rollout=rollout_settings)
         models = load_models(settings, request(settings, tasks, trials))
         for tag in ("cold", "warm"):
             played[f"embedded, {tag}"] = play(settings, models, tag, tasks, trials)
@@ -75,7 +81,7 @@ def run(quick: bool) -> list[str]:
             log = Path(tmp) / f"llama-server-{outtype}.log"
             with llama_cpp.serve(gguf, threads=threads, slots=tasks, log=log) as url:
                 actor = {"backend": "openai", "model": "embedded", "base_url": url, "concurrency": tasks}
-                served = fresh_settings(Path(tmp) / outtype, share_models=True, rollout=rollout_settings, actor=actor)
+                served = fresh_settings(home(tmp, outtype), share_models=True, rollout=rollout_settings, actor=actor)
                 models = load_models(served, request(served, tasks, trials))
                 for tag in ("cold", "warm"):
                     played[f"llama-server {outtype.upper()}, {tag}"] = play(served, models, tag, tasks, trials)
