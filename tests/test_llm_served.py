@@ -229,6 +229,27 @@ def test_retroformer_mode_with_a_served_adapter_records_which_adapter_answered(
     assert [row["served"] for row in listed] == [served_at]
 
 
+def test_models_check_says_how_the_actor_server_continues_a_turn(servers, retro_home, monkeypatch):
+    server = servers("llama")
+    for name, value in {"BACKEND": "openai", "MODEL": "tiny", "BASE_URL": server.url}.items():
+        monkeypatch.setenv(f"RETRO_ACTOR__{name}", value)
+    check = retro("models", "check", "--json")
+    assert check.code == 0 and json.loads(check.out)["prefill"] == "echoes"
+    fresh = servers("fresh")
+    monkeypatch.setenv("RETRO_ACTOR__BASE_URL", fresh.url)
+    assert "does not continue a prefilled assistant turn" in retro("models", "check").one_line_error
+
+
+def test_models_export_names_what_is_missing_in_one_line(retro_home, tmp_path, monkeypatch):
+    settings = load_settings()
+    register_adapter(settings)
+    monkeypatch.setenv("RETRO_LLAMA_CPP_DIR", str(tmp_path / "no-llama-cpp"))
+    line = retro("models", "export", "--gguf", ADAPTER).one_line_error
+    assert "convert_lora_to_gguf.py is not in" in line and "run `just llama-server`" in line
+    assert "unknown model version 'ppo-nope'" in retro("models", "export", "--gguf", "ppo-nope").one_line_error
+    assert "--outtype must be one of f32" in retro("models", "export", "--gguf", ADAPTER, "--outtype", "q4").one_line_error
+
+
 # -- the invalid-action guard -----------------------------------------------------------------------------------
 def steps(*valid: bool) -> list[Step]:
     return [Step("t", "Thought 1: junk", "Invalid action.", 0.0, v) for v in valid]

@@ -30,6 +30,7 @@ def export_gguf(settings: Settings, lake: Lake, model_id: str, outtype: str = "f
     """Convert the adapter of `model_id` into `$RETRO_HOME/models/gguf/<model_id>.gguf` (replaced atomically)."""
     version = registry.get_model_version(lake, model_id)
     read_adapter_config(Path(version.adapter_path), f"model version {model_id}")  # a damaged one is named first
+    llama_cpp.converter("convert_lora_to_gguf.py")  # missing before the base model may take a conversion
     base = resolve_model_path(settings, version.base_model)
     out = gguf_file(settings, model_id)
     out.parent.mkdir(parents=True, exist_ok=True)
