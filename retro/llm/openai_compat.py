@@ -171,10 +171,7 @@ class OpenAIBackend:
                 ]
                 results = [f.result() for f in futures]
         if results and all(r.unreachable for r in results):
-            raise BackendUnreachableError(
-                f"LLM server at {self.base_url} is unreachable ({results[0].error}): "
-                f"start it or fix {self.setting_prefix}__BASE_URL"
-            )
+            raise self._unreachable(results[0].error)
         return Generation(
             texts=[r.text for r in results],
             prompt_tokens=[r.prompt_tokens for r in results],
@@ -194,8 +191,7 @@ class OpenAIBackend:
         """Learn once how this server answers a prefilled assistant turn (served.PROBE), or fail in one line."""
         result = self._one(client, served.PROBE, GenParams(max_new_tokens=4), 0, key)
         if result.unreachable:
-            raise BackendUnreachableError(f"LLM server at {self.base_url} is unreachable ({result.error}): "
-                                          f"start it or fix {self.setting_prefix}__BASE_URL")
+            raise self._unreachable(result.error)
         if result.refused:
             raise served.cannot_continue(self.base_url, self.setting_prefix, f"it refused one: {result.refused}")
         if result.error:
@@ -206,6 +202,10 @@ class OpenAIBackend:
             raise served.cannot_continue(self.base_url, self.setting_prefix,
                                          f"asked to go on from {asked!r}, it answered {result.text[:60]!r}")
         log.info("LLM server at %s %s a prefilled assistant turn", self.base_url, self.prefill)
+
+    def _unreachable(self, why: str | None) -> BackendUnreachableError:
+        return BackendUnreachableError(f"LLM server at {self.base_url} is unreachable ({why}): start it or fix "
+                                       f"{self.setting_prefix}__BASE_URL")
 
     def _one(
         self, client: httpx.Client, prompt: Prompt, params: GenParams, seed: int, key: str | None
