@@ -24,8 +24,6 @@ def scripted(monkeypatch, settings):
 
     monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
     monkeypatch.setattr(spec_module, "load_models", toyworker.load_models)
-    # the evaluations run on toy's "eval": held out like a built-in environment's, so never training data
-    monkeypatch.setattr(toyworker.toyenv.ToyEnv, "held_out_split", "eval", raising=False)
 
 
 def test_rollout_and_label_flows_write_the_lake_once(harness, scripted, lake):

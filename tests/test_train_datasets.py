@@ -160,3 +160,18 @@ def test_tasks_record_whether_they_are_held_out(settings, lake, monkeypatch):
                                                 trials=1), models=toyenv.models())
     held = lake.read("SELECT split, bool_and(held_out) AS held FROM lake.tasks GROUP BY split ORDER BY split")
     assert held.rows() == [("eval", True), ("train", False)]
+
+
+def test_an_environment_without_a_declared_held_out_split_keeps_eval_out(settings, lake, monkeypatch):
+    """Evaluations of an environment that declares no held-out split run on "eval": its "eval" runs are held
+    out in the lake and in every data set alike."""
+    from retro.envs import ENVS, held_out_split
+
+    monkeypatch.setitem(ENVS, "toy", "toyenv:ToyEnv")
+    assert held_out_split("toy", settings) == "eval"
+    fill_branches(lake, n=2, ratings=(0.0, 1.0), env="toy", run_id="toy-eval")
+    fill_branches(lake, n=2, ratings=(0.0, 1.0), env="toy", run_id="toy-train")
+    lake.append({"runs": [{"run_id": "toy-eval", "env": "toy", "split": "eval"},
+                          {"run_id": "toy-train", "env": "toy", "split": "train"}]})
+    pairs = build_dataset(settings, lake, "reward_pairs").frame()
+    assert {k.split("/")[0] for k in pairs["chosen_key"].to_list()} == {"toy-train"}

@@ -35,7 +35,7 @@ from retro.agent.actor import Step, Trajectory, fit_prompt, instruction_for, lon
 from retro.agent.parse import clean_line
 from retro.agent.prompts import ACTION_PREFIX, THOUGHT_PREFIX
 from retro.agent.retrospect import clean_reflection, reflection_input, reflection_prompt
-from retro.envs.base import Environment, Episode, Task
+from retro.envs.base import Environment, Episode, Task, own_held_out_split
 from retro.eval.metrics import success_by_trial
 from retro.llm.base import LLM, GenParams
 from retro.store import queries
@@ -200,7 +200,7 @@ class Runner:
              "config_hash": self.config_hash, "code_version": self.code_version, "seed": s.seed, "tag": s.tag},
             [{"env": t.env, "split": t.split, "task_id": t.task_id, "question": t.question, "answer": t.answer,
               "metadata": json.dumps(t.metadata, sort_keys=True, default=str),
-              "held_out": t.split == getattr(self.env, "held_out_split", None)} for t in self.tasks.values()],
+              "held_out": t.split == own_held_out_split(self.env)} for t in self.tasks.values()],
         )
 
     def _resume_state(self) -> tuple[dict[str, tuple[int, list[str]]], list[Branch]]:

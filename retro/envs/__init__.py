@@ -12,7 +12,7 @@ import importlib.metadata
 import logging
 
 from retro.config import Settings
-from retro.envs.base import Environment, Episode, StepResult, Task
+from retro.envs.base import Environment, Episode, StepResult, Task, own_held_out_split
 from retro.envs.selection import select_tasks
 from retro.errors import UnknownEnvError
 
@@ -46,7 +46,7 @@ def env_class(name: str) -> type:
 
 def held_out_split(name: str, settings: Settings) -> str:
     """The split evaluations of `name` run on: settings eval.split when set, else the environment's own."""
-    return settings.eval.split or getattr(env_class(name), "held_out_split", "eval")
+    return settings.eval.split or own_held_out_split(env_class(name))
 
 
 def get_env(name: str, settings: Settings) -> Environment:
@@ -55,4 +55,4 @@ def get_env(name: str, settings: Settings) -> Environment:
 
 
 __all__ = ["ENVS", "Environment", "Episode", "StepResult", "Task", "available_envs", "env_class", "get_env",
-           "held_out_split", "select_tasks"]
+           "held_out_split", "own_held_out_split", "select_tasks"]

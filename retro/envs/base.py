@@ -43,6 +43,15 @@ class Episode(Protocol):
     def close(self) -> None: ...
 
 
+DEFAULT_HELD_OUT_SPLIT = "eval"  # of an environment that declares none
+
+
+def own_held_out_split(env: object) -> str:
+    """The held-out split an environment (class or instance) declares, else DEFAULT_HELD_OUT_SPLIT: one rule
+    for where evaluations run, which tasks are recorded as held out, and what data sets leave out."""
+    return getattr(env, "held_out_split", DEFAULT_HELD_OUT_SPLIT)
+
+
 class Environment(Protocol):
     name: str
     action_help: str  # the actor's instruction: what actions exist and what they do

@@ -74,11 +74,11 @@ def dataset_params(settings: Settings) -> dict[str, Any]:
 
 def held_out_splits(settings: Settings) -> list[str]:
     """"env/split" of every environment's held-out split, and of settings eval.split in each when it is set."""
-    from retro.envs import available_envs, env_class
+    from retro.envs import available_envs, env_class, own_held_out_split
 
     splits = set()
     for env in available_envs():
-        own = getattr(env_class(env), "held_out_split", None)
+        own = own_held_out_split(env_class(env))
         splits |= {f"{env}/{split}" for split in (own, settings.eval.split) if split}
     return sorted(splits)
 
