@@ -218,6 +218,8 @@ def test_retroformer_mode_with_a_served_adapter_records_which_adapter_answered(
     run = lake.read("SELECT retro_model, retro_model_version FROM lake.runs").row(0)
     assert run == (f"tiny+{ADAPTER}", ADAPTER)
     assert lake.read("SELECT DISTINCT model_version FROM lake.reflections")["model_version"].to_list() == [ADAPTER]
+    served = lake.read("SELECT model_id, server, base_url FROM lake.model_servings")  # recorded by the rollout
+    assert served.rows() == [(ADAPTER, server_setting, server.url)]
     if kind == "llama":  # the actor's requests switch every adapter off, which llama-server would apply otherwise
         actor = [r["body"] for r in server.requests if "Previous attempt:" not in json.dumps(r["body"])]
         assert actor and all(body["lora"] == [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}] for body in actor)

@@ -32,6 +32,7 @@ from typing import Any
 import polars as pl
 
 from retro.agent.actor import Step, Trajectory, fit_prompt, instruction_for, long_term_memory
+from retro.agent.guard import ActionGuard
 from retro.agent.parse import clean_line
 from retro.agent.prompts import ACTION_PREFIX, THOUGHT_PREFIX
 from retro.agent.retrospect import clean_reflection, reflection_input, reflection_prompt
@@ -178,6 +179,9 @@ class Runner:
         self.last_trial: dict[str, int] = {}  # task_id -> highest trial finished (committed or resumed)
         self.solved: set[str] = set()
         self.rounds_logged = 0  # trials 0..rounds_logged-1 have had their success rate logged
+        # a served actor whose first actions are all invalid stops the run, uncommitted (retro/agent/guard.py)
+        self.action_guard = ActionGuard.for_run(len(self.task_ids), actor.name) if getattr(actor, "served", False) \
+            else None
         self.retried_before = self._retried()
 
     # -- setup -------------------------------------------------------------------------------------------
@@ -357,15 +361,9 @@ class Runner:
         self._guard(lives)
 
     def _guard(self, lives: list[Live]) -> None:
-        """A served actor whose first actions are all invalid stops the run, uncommitted (retro/agent/guard.py)."""
-        from retro.agent.guard import ActionGuard
-
-        if not getattr(self.actor, "served", False):
-            return
-        if "action_guard" not in vars(self):  # one per run, made at its first step
-            self.action_guard = ActionGuard.for_run(len(self.task_ids), self.actor.name)
-        for live in lives:
-            self.action_guard.observe(live.trajectory.steps)
+        if self.action_guard is not None:
+            for live in lives:
+                self.action_guard.observe(live.trajectory.steps)
 
     def _step(self, live: Live, text: str) -> None:
         action = self.env.parse_action(clean_line(text))  # the environment's own syntax: Search[x], go to desk 1

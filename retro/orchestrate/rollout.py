@@ -15,6 +15,7 @@ from retro.errors import LakeBusyError
 from retro.provenance import code_version
 from retro.store.lake import Lake
 from retro.store.lock import file_lock
+from retro.store.registry import record_serving
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,10 @@ def rollout(settings: Settings, lake: Lake, request: RolloutRequest, *, flow_run
     """
     environment = get_env(request.env, settings)
     task_ids = pick_tasks(settings, environment, request)
-    models = models or run_spec.load_models(settings, request)
+    if models is None:
+        models = run_spec.load_models(settings, request)
+        if request.mode == "retroformer":  # where the adapter answered from (a served one is recorded)
+            record_serving(lake, request.adapter, models.retro)
     spec = run_spec.make_spec(settings, models, request.mode, request.env, request.split, task_ids,
                               request.trials, request.tag)
     runner = Runner(lake, environment, models.actor, models.retro, spec, flow_run_id=flow_run_id,
