@@ -61,8 +61,10 @@ def test_each_environment_declares_its_actions_and_steps():
 
 
 def test_unknown_environment_is_one_line_naming_the_choices():
-    with pytest.raises(UnknownEnvError, match="unknown environment 'nope': choose one of hotpotqa, alfworld"):
+    with pytest.raises(UnknownEnvError, match="unknown environment 'nope': choose one of ") as err:
         env_class("nope")
+    assert all(name in str(err.value) for name in ("hotpotqa", "alfworld", "webshop"))
+    assert "\n" not in str(err.value)
 
 
 def test_max_steps_is_the_environments_unless_set(retro_home, monkeypatch):
