@@ -271,10 +271,6 @@ def _null_answer(line: bytes) -> bytes:
     return json.dumps(record).encode()
 
 
-ENVS_OWNER = "fix in retro/envs/hotpotqa.py (envs owner): read bytes, decode per line, check field types"
-
-
-@pytest.mark.xfail(strict=True, reason=ENVS_OWNER)
 @pytest.mark.parametrize("edit,expected", [
     (lambda line: line[:20] + b"\xff\xfe" + line[20:], "eval_reflexion100.jsonl:3 is not UTF-8"),
     (_null_answer, "eval_reflexion100.jsonl:3 has no answer"),
@@ -301,8 +297,6 @@ def test_damaged_adapter_is_named_before_any_model_loads(retro_home, monkeypatch
     assert expected in line and "does not fit" not in line
 
 
-@pytest.mark.xfail(strict=True, reason="fix in retro/envs/wiki.py build_corpus (envs owner): remove the temporary "
-                                       "file on any failure, raise a one-line DataError for a full disk")
 def test_full_disk_while_building_the_corpus_is_one_line_and_leaves_nothing(retro_home):
     cache = retro_home / "cache"
     code = ("import sys\n"

@@ -179,7 +179,11 @@ def _read_tasks(path: Path, split: str, shipped: bool) -> list[Task]:
         where = "restore retro/datasets/hotpotqa/ from the repository" if shipped else fix
         raise DataError(f"HotPotQA data file missing: {path}; {where}")
     tasks = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{path}:{n} is not UTF-8: {fix}") from None
         if not line.strip():
             continue
         try:
@@ -192,6 +196,8 @@ def _read_tasks(path: Path, split: str, shipped: bool) -> list[Task]:
         if absent is not None:  # name the field: "not a record" alone leaves the user guessing
             needed = ", ".join(TASK_FIELDS)
             raise DataError(f"{path}:{n} has no field '{absent}': {fix} (each line needs {needed})")
+        if not isinstance(row["answer"], str | int | float) or not str(row["answer"]).strip():
+            raise DataError(f"{path}:{n} has no answer (got {row['answer']!r}): {fix}")
         metadata = {key: row[key] for key in METADATA_FIELDS if key in row}
         tasks.append(Task("hotpotqa", split, str(row["id"]), row["question"], str(row["answer"]), metadata))
     return sorted(tasks, key=lambda t: t.task_id)

@@ -94,16 +94,25 @@ def build_corpus(sources: Sequence[Path], target: Path) -> None:
         "body": [" ".join(s) for s in pages.values()],
         "sentences": list(pages.values()),
     })
-    con = duckdb.connect(str(tmp))
     try:
-        load_extension(con, "fts")
-        con.register("incoming", incoming)
-        con.execute(CREATE_PAGES)
-        con.execute(CREATE_INDEX)
-        con.execute("CHECKPOINT")
-    finally:
-        con.close()
-    os.replace(tmp, target)
+        con = duckdb.connect(str(tmp))
+        try:
+            load_extension(con, "fts")
+            con.register("incoming", incoming)
+            con.execute(CREATE_PAGES)
+            con.execute(CREATE_INDEX)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    except (duckdb.Error, OSError) as err:  # a half-written database is never left behind to be read
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        text = str(err).lower()
+        if any(phrase in text for phrase in ("no space left", "disk full", "file too large", "quota")):
+            raise DataError(f"no space left to build the HotPotQA corpus in {target.parent} ({len(pages)} pages, "
+                            "about 30 MB): free disk space or point RETRO_HOME at a larger disk") from None
+        raise
 
 
 def _remove_stale(folder: Path, keep: Path) -> None:
