@@ -68,6 +68,13 @@ class ModelSettings(Section):
     adapter_load: bool = False  # adapter_server=vllm: load the adapter at run time when the server lacks it
 
 
+class RetrospectiveSettings(ModelSettings):
+    """The retrospective model's settings: a reflection is as long as its environment allows
+    (Environment.reflection_tokens: HotPotQA 96, ALFWorld and WebShop 128) unless max_new_tokens says."""
+
+    max_new_tokens: int | None = Field(None, ge=8, le=4096)
+
+
 class RolloutSettings(Section):
     env: str = "hotpotqa"
     split: str = "eval"
@@ -121,7 +128,7 @@ class TrainSettings(Section):
     ppo_kl_coef: float = Field(0.05, ge=0)
     batch_size: int = Field(4, ge=1)
     max_length: int = Field(1024, ge=64)  # prompt + reflection tokens; reflections are sampled as the rollout
-    # samples its branches: retrospective.max_new_tokens long, at rollout.branch_temperature, retrospective.top_p
+    # samples its branches: as long as the reflection budget, at rollout.branch_temperature, retrospective.top_p
     trainer: Literal["ppo", "grpo", "rloo"] = "ppo"  # ppo: the paper's; grpo / rloo: group baselines, no critic
     num_generations: int = Field(4, ge=2)  # grpo / rloo: reflections sampled per prompt (one group)
     # what scores a sampled reflection in policy gradient: the trained reward model, or the environment itself
@@ -181,7 +188,7 @@ class Settings(BaseSettings):
     lake_staging_path: str | None = None  # None = $home/staging/; where rollout shards leave Parquet (shared folder)
     lake_lock_timeout_s: float = Field(120.0, gt=0)  # writers queue this long for the lake, then fail
     actor: ModelSettings = ModelSettings()
-    retrospective: ModelSettings = ModelSettings(max_new_tokens=96)
+    retrospective: RetrospectiveSettings = RetrospectiveSettings()
     rollout: RolloutSettings = RolloutSettings()
     label: LabelSettings = LabelSettings()
     dataset: DatasetSettings = DatasetSettings()

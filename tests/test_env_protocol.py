@@ -165,3 +165,23 @@ def test_rollout_cli_takes_task_ids_and_sample(retro_home, monkeypatch):
 ])
 def test_reflections_end_at_a_sentence(text, kept):
     assert clean_reflection(text) == kept
+
+
+def test_reflection_budget_is_the_environments_unless_set(retro_home, monkeypatch):
+    """HotPotQA's reflections get 96 new tokens, ALFWorld's and WebShop's 128 (plans name places and objects);
+    retrospective.max_new_tokens wins when set, and setting another retrospective field keeps the budget."""
+    from retro.agent.spec import Models, make_spec
+    from retro.config import load_settings
+    from retro.llm.scripted import ScriptedLLM
+
+    models = Models(ScriptedLLM(str), ScriptedLLM(str), "base")
+
+    def budget(env: str, **overrides) -> int:
+        settings = load_settings(**overrides)
+        task = env_class(env)(settings)
+        split = next(iter(task.splits()))
+        return make_spec(settings, models, "reflexion", env, split, ["t"], 2).retro_max_new_tokens
+
+    assert [budget(env) for env in ("hotpotqa", "alfworld", "webshop")] == [96, 128, 128]
+    assert budget("alfworld", retrospective={"model": "embedded"}) == 128
+    assert budget("alfworld", retrospective={"max_new_tokens": 40}) == 40

@@ -12,6 +12,7 @@ from retro.agent.request import RolloutRequest
 from retro.agent.runner import RolloutSpec
 from retro.config import Settings
 from retro.envs import env_class
+from retro.envs.base import reflection_tokens
 from retro.errors import ModelNotFoundError
 from retro.llm.base import LLM
 
@@ -48,7 +49,7 @@ def make_spec(settings: Settings, models: Models, mode: str, env: str, split: st
         memory_size=r.memory_size, seed=r.seed, actor_model=models.actor.name,
         retro_model=models.retro.name if models.retro else None, retro_model_version=models.retro_version,
         actor_max_new_tokens=settings.actor.max_new_tokens,
-        retro_max_new_tokens=settings.retrospective.max_new_tokens,
+        retro_max_new_tokens=reflection_tokens(settings.retrospective.max_new_tokens, [env_class(env)]),
         retro_temperature=settings.retrospective.temperature, tag=tag,
         actor_temperature=settings.actor.temperature, actor_top_p=settings.actor.top_p,
         retro_top_p=settings.retrospective.top_p, reflections_per_failure=branches,

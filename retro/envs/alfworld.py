@@ -259,6 +259,7 @@ class ALFWorld:
     invalid_action = NO_COMMAND
     max_steps = MAX_STEPS
     held_out_split = "valid_unseen"
+    reflection_tokens = 128  # room for the places and objects a plan names
 
     def __init__(self, settings: Settings, data_dir: Path | None = None):
         require_alfworld()

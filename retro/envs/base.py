@@ -44,6 +44,7 @@ class Episode(Protocol):
 
 
 DEFAULT_HELD_OUT_SPLIT = "eval"  # of an environment that declares none
+DEFAULT_REFLECTION_TOKENS = 96  # the reflection budget of an environment that declares none
 
 
 def own_held_out_split(env: object) -> str:
@@ -52,12 +53,24 @@ def own_held_out_split(env: object) -> str:
     return getattr(env, "held_out_split", DEFAULT_HELD_OUT_SPLIT)
 
 
+def own_reflection_tokens(env: object) -> int:
+    """The reflection budget an environment (class or instance) declares, else DEFAULT_REFLECTION_TOKENS."""
+    return getattr(env, "reflection_tokens", DEFAULT_REFLECTION_TOKENS)
+
+
+def reflection_tokens(settings_value: int | None, envs: list[object]) -> int:
+    """New tokens a reflection may have: the setting (retrospective.max_new_tokens) when set, else the largest
+    budget of these environments (training pools several)."""
+    return settings_value or max((own_reflection_tokens(env) for env in envs), default=DEFAULT_REFLECTION_TOKENS)
+
+
 class Environment(Protocol):
     name: str
     action_help: str  # the actor's instruction: what actions exist and what they do
     invalid_action: str  # the observation for a line that holds no action: names the real action forms
     max_steps: int  # actor steps per trial unless settings rollout.max_steps says otherwise
     held_out_split: str  # for evaluation only, never training data (recorded as tasks.held_out)
+    reflection_tokens: int  # how long a reflection may be unless settings retrospective.max_new_tokens says
 
     def parse_action(self, text: str) -> str | None:
         """The action in one line the actor wrote, normalised as `step` takes it; None when it holds none."""

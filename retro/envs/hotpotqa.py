@@ -126,6 +126,7 @@ class HotpotQA(BracketActions):
     invalid_action = NO_ACTION
     max_steps = MAX_STEPS
     held_out_split = "eval"
+    reflection_tokens = 96  # a root cause and a plan in two or three sentences
 
     def __init__(self, settings: Settings, data_dir: Path | None = None):
         self.settings = settings

@@ -211,6 +211,7 @@ class WebShop(BracketActions):
     invalid_action = NO_ACTION
     max_steps = MAX_STEPS
     held_out_split = "eval"
+    reflection_tokens = 128  # room for the places and objects a plan names
 
     def __init__(self, settings: Settings, seed: int = 0, limit: int | None = None,
                  data_dir: Path | None = None, examples: int = 1):

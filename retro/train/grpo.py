@@ -75,9 +75,8 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
     `reward_model`: a ModelVersion, an id, a Skipped, or None for the newest registered one (reward = model).
     `actor`: the actor that plays the environment's reward (reward = environment; default: settings.actor).
     """
-    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
     from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     algorithm = algorithm or settings.train.trainer
     by_environment = settings.train.reward == "environment"
@@ -130,7 +129,7 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=completions // micro,
         num_generations=group,
-        max_completion_length=settings.retrospective.max_new_tokens,
+        max_completion_length=lora.reflection_budget(settings, frame),
         # as PPO: ppo_total_episodes sampled reflections, each batch of them optimised ppo_epochs times
         max_steps=max(t.ppo_total_episodes // completions, 1) * t.ppo_epochs,
         num_iterations=t.ppo_epochs,

@@ -138,6 +138,16 @@ def chat_prompt(tokenizer, prompt: str) -> str:
                                          add_generation_prompt=True)
 
 
+def reflection_budget(settings: Settings, frame: pl.DataFrame) -> int:
+    """New tokens of a sampled reflection in training: retrospective.max_new_tokens when set, else the largest
+    budget of the environments whose prompts `frame` (an `env` column) holds, as the rollouts wrote them."""
+    from retro.envs import env_class
+    from retro.envs.base import reflection_tokens
+
+    envs = frame["env"].unique().to_list() if "env" in frame.columns else []
+    return reflection_tokens(settings.retrospective.max_new_tokens, [env_class(e) for e in envs])
+
+
 def micro_batch(batch_size: int) -> int:
     """Sequences per forward/backward pass of SFT and the reward model. On CPU, memory is the limit
     (fp32 logits over a 49k-token vocabulary for every position), so sequences go one at a time and

@@ -135,9 +135,8 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     `sft` / `reward_model`: a ModelVersion, a model id, a Skipped (that stage did not train), or None
     for the newest registered one. No reward model skips PPO; no SFT model starts from the base.
     """
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-
     from datasets import Dataset
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     # 1. parents: a reward model is required, the SFT policy is optional
     base_name = settings.retrospective.model
@@ -166,7 +165,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     reward = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
     value = value_model_from(reward, settings)
     queries = tokenize_prompts(tokenizer, frame["prompt"].to_list(),
-                               settings.train.max_length - settings.retrospective.max_new_tokens)
+                               settings.train.max_length - lora.reflection_budget(settings, frame))
 
     # 4. trl's Config + Trainer
     final, work = lora.new_adapter(settings, model_id)
@@ -183,7 +182,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         total_episodes=settings.train.ppo_total_episodes,
         num_ppo_epochs=settings.train.ppo_epochs,
         kl_coef=settings.train.ppo_kl_coef,
-        response_length=settings.retrospective.max_new_tokens,
+        response_length=lora.reflection_budget(settings, frame),
         temperature=settings.rollout.branch_temperature,  # reflections sampled as the branches sample them
         # (trl's PPO samples with temperature only: no nucleus option in PPOConfig)
         stop_token="eos",  # the tokenizer's eos is the chat end-of-turn token
