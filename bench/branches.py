@@ -40,11 +40,21 @@ def night(settings, lake, branches: int, tasks: int, trials: int) -> dict:
     run_pairs = pairs.filter(pairs["chosen_key"].str.starts_with(result.run_id + "/")).height
     groups = lake.read("SELECT count(*) FILTER (WHERE all_equal) AS flat, count(*) AS n FROM lake.reflection_groups "
                        "WHERE run_id = ?", [result.run_id])
+    # did the actor read its memory? the branches of one failure, told apart by the actions they took
+    acted = lake.read("""
+        WITH path AS (
+            SELECT task_id, trial, sample, string_agg(action, ' | ' ORDER BY step) AS actions
+            FROM lake.steps WHERE run_id = ? AND trial > 0 GROUP BY ALL
+        )
+        SELECT count(*) AS n, count(*) FILTER (WHERE n_paths > 1) AS differ
+        FROM (SELECT task_id, trial, count(DISTINCT actions) AS n_paths, count(*) AS n_branches FROM path GROUP BY ALL)
+        WHERE n_branches > 1""", [result.run_id])
     main = lake.read("SELECT task_id, trial, episode_return FROM lake.trials WHERE run_id = ? AND sample = 0 "
                      "ORDER BY ALL", [result.run_id])
     return {"G": branches, "wall": wall, "prompt": result.prompt_tokens, "generated": result.completion_tokens,
             "trials": result.written["trials"], "rated": rated["n"][0], "nonzero": rated["nonzero"][0],
-            "positive": rated["positive"][0], "pairs": run_pairs, "groups": groups.row(0), "main": main}
+            "positive": rated["positive"][0], "pairs": run_pairs, "groups": groups.row(0), "main": main,
+            "acted": acted.row(0)}
 
 
 def run(quick: bool) -> list[str]:
@@ -76,4 +86,8 @@ def run(quick: bool) -> list[str]:
          f"{many['nonzero']} ratings that are not 0 (G = 1: {one['nonzero']}) and {many['pairs']} reward pairs "
          f"(G = 1: {one['pairs']}).** The main line of the G = {BRANCHES} night "
          f"{'is' if same_main else 'is NOT'} the G = 1 night's, trial for trial."),
+        (f"Do the branches differ at all? In {many['acted'][1]} of the {many['acted'][0]} failures the actor took "
+         f"different actions in different branches (it reads its memory); in {many['groups'][0]} of "
+         f"{many['groups'][1]} the branches' returns were all equal, mostly because the 135M actor's answers score "
+         "F1 0 whatever the reflection says."),
     ]
