@@ -140,12 +140,16 @@ def chat_prompt(tokenizer, prompt: str) -> str:
 
 def reflection_budget(settings: Settings, frame: pl.DataFrame) -> int:
     """New tokens of a sampled reflection in training: retrospective.max_new_tokens when set, else the largest
-    budget of the environments whose prompts `frame` (an `env` column) holds, as the rollouts wrote them."""
-    from retro.envs import env_class
+    budget of the environments whose prompts `frame` (an `env` column) holds, as the rollouts wrote them.
+    An environment this machine does not have (a plugin installed only where the rollouts ran) counts with
+    the default budget: training needs the rows, not the environment."""
+    from retro.envs import available_envs, env_class
     from retro.envs.base import reflection_tokens
 
     envs = frame["env"].unique().to_list() if "env" in frame.columns else []
-    return reflection_tokens(settings.retrospective.max_new_tokens, [env_class(e) for e in envs])
+    known = available_envs()
+    return reflection_tokens(settings.retrospective.max_new_tokens,
+                             [env_class(e) if e in known else e for e in envs])
 
 
 def micro_batch(batch_size: int) -> int:
