@@ -51,7 +51,7 @@ def run(quick: bool) -> list[str]:
         "| step | wall s |", "|---|---|",
         f"| embedded model: GGUF -> HF cache, once per home (`retro models check`) | {convert:.0f} |",
         f"| `retro {' '.join(args)}` end to end | {wall:.0f} |",
-        (f"\n**`retro {' '.join(args)}`: {wall / 60:.1f} min** (target under 20 min on 2 cores; load average "
+        (f"\n**`retro {' '.join(args)}`: {wall / 60:.1f} min** (goal: under 10 min on 2 idle cores; load average "
         f"{load_before:.1f} before, {load_after:.1f} after). Its table:\n"),
         "```", *table, "```",
     ]
