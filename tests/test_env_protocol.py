@@ -185,3 +185,19 @@ def test_reflection_budget_is_the_environments_unless_set(retro_home, monkeypatc
     assert [budget(env) for env in ("hotpotqa", "alfworld", "webshop")] == [96, 128, 128]
     assert budget("alfworld", retrospective={"model": "embedded"}) == 128
     assert budget("alfworld", retrospective={"max_new_tokens": 40}) == 40
+
+
+def test_training_budget_pools_environments_and_takes_rows_of_unknown_ones(retro_home):
+    """Training sizes a sampled reflection by the largest budget of the environments in its rows; rows of an
+    environment this machine lacks (a plugin installed only where the rollouts ran) count with the default."""
+    import polars as pl
+
+    from retro.envs.base import DEFAULT_REFLECTION_TOKENS
+    from retro.train.lora import reflection_budget
+
+    settings = load_settings()
+    assert reflection_budget(settings, pl.DataFrame({"env": ["hotpotqa", "hotpotqa"]})) == 96
+    assert reflection_budget(settings, pl.DataFrame({"env": ["hotpotqa", "webshop"]})) == 128
+    assert reflection_budget(settings, pl.DataFrame({"env": ["not-installed"]})) == DEFAULT_REFLECTION_TOKENS
+    assert reflection_budget(load_settings(retrospective={"max_new_tokens": 40}),
+                             pl.DataFrame({"env": ["not-installed"]})) == 40
