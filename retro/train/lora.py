@@ -148,8 +148,8 @@ def reflection_budget(settings: Settings, frame: pl.DataFrame) -> int:
 
     envs = frame["env"].unique().to_list() if "env" in frame.columns else []
     known = available_envs()
-    return reflection_tokens(settings.retrospective.max_new_tokens,
-                             [env_class(e) if e in known else e for e in envs])
+    declared = [env_class(e) if e in known else None for e in envs]  # None declares nothing: the default
+    return reflection_tokens(settings.retrospective.max_new_tokens, declared)
 
 
 def micro_batch(batch_size: int) -> int:

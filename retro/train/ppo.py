@@ -164,8 +164,8 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     policy = lora.load_policy(base, policy_parent.adapter_path if policy_parent else None, tokenizer, merge=True)
     reward = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
     value = value_model_from(reward, settings)
-    queries = tokenize_prompts(tokenizer, frame["prompt"].to_list(),
-                               settings.train.max_length - lora.reflection_budget(settings, frame))
+    response_length = lora.reflection_budget(settings, frame)
+    queries = tokenize_prompts(tokenizer, frame["prompt"].to_list(), settings.train.max_length - response_length)
 
     # 4. trl's Config + Trainer
     final, work = lora.new_adapter(settings, model_id)
@@ -182,7 +182,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         total_episodes=settings.train.ppo_total_episodes,
         num_ppo_epochs=settings.train.ppo_epochs,
         kl_coef=settings.train.ppo_kl_coef,
-        response_length=lora.reflection_budget(settings, frame),
+        response_length=response_length,
         temperature=settings.rollout.branch_temperature,  # reflections sampled as the branches sample them
         # (trl's PPO samples with temperature only: no nucleus option in PPOConfig)
         stop_token="eos",  # the tokenizer's eos is the chat end-of-turn token
