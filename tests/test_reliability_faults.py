@@ -248,7 +248,7 @@ def test_api_key_stays_out_of_prefect_parameters_and_logs(toy, lake, monkeypatch
     monkeypatch.setenv("TOY_SERVER_API_KEY", KEY)
     server = ToyServer({1: "echo-key"})
     model = {"backend": "openai", "model": "toy", "base_url": server.url, "api_key_env": "TOY_SERVER_API_KEY",
-             "read_timeout_s": 5, "retries": 0}
+             "read_timeout_s": 5, "retries": 0, "prefill": "continues"}  # as vLLM does; no probe to refuse
     overrides = {"preset": "tiny", "actor": model, "retrospective": model}
     try:
         with prefect_test_harness(server_startup_timeout=180):
@@ -263,4 +263,4 @@ def test_api_key_stays_out_of_prefect_parameters_and_logs(toy, lake, monkeypatch
     stored = json.dumps([r.parameters for r in runs]) + "\n".join(log.message for log in logs)
     assert "TOY_SERVER_API_KEY" in stored  # the parameters name the variable...
     assert KEY not in stored  # ...never its value
-    assert KEY not in lake.read("SELECT string_agg(coalesce(error, ''), ' ') FROM lake.trials").item()
+    assert KEY not in lake.read("SELECT coalesce(string_agg(error, ' '), '') FROM lake.trials").item()
