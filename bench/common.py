@@ -28,6 +28,24 @@ def embedded_models_dir() -> Path:
     return ensure_embedded(load_settings()).parent.resolve()  # absolute: it becomes a symlink target
 
 
+def bench_home(name: str) -> Path:
+    """A bench's own home under bench/out/ (git-ignored), kept so that a stopped run resumes from its lake."""
+    home = ROOT / "bench" / "out" / name
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def resumable_settings(home: Path, **overrides):
+    """Settings on a bench home that may hold a lake already (fresh the first time, then reopened)."""
+    from retro.config import load_settings
+
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        return fresh_settings(home, share_models=True, **overrides)
+    os.environ["RETRO_HOME"] = str(home)
+    return load_settings(home=home, **overrides)
+
+
 def fresh_settings(tmp: Path, share_models: bool = False, **overrides):
     """Settings on an empty home under tmp; share_models links in the converted embedded model."""
     from retro.config import load_settings

@@ -5,17 +5,19 @@ trial folder per task, its six types; WebShop eval goals; HotPotQA eval question
 each at its own step budget (ALFWorld 50, WebShop 15, HotPotQA 7), greedy decoding. react runs one trial
 (greedy: more would repeat it), reflexion K. An action is invalid when the environment's parser finds none
 in the actor's line (unparsed) or the environment rejects the one it found (rejected).
+
+Resumable: the rollouts go to a lake under bench/out/, so a stopped run continues where it was; each row's
+wall time is summed over the runs that worked on it (walls.json beside the lake).
 """
 
 from __future__ import annotations
 
-import tempfile
+import json
 import time
-from pathlib import Path
 
-from common import fresh_settings
+from common import bench_home, resumable_settings
 
-SPLITS = (("alfworld", "valid_unseen"), ("webshop", "eval"), ("hotpotqa", "eval"))
+SPLITS = (("hotpotqa", "eval"), ("webshop", "eval"), ("alfworld", "valid_unseen"))  # quickest first
 
 
 def run(quick: bool) -> list[str]:
@@ -30,30 +32,30 @@ def run(quick: bool) -> list[str]:
         "| environment | mode | tasks | success after each trial | steps | unparsed | rejected | wall s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        picks = {"sample": tasks, "max_steps": max_steps}
-        settings = fresh_settings(Path(tmp), share_models=True, rollout=picks)
-        lake = Lake(settings)
-        # one model: actor and retrospective share it
-        reflexion = load_models(settings, rollout_request(settings, lake, mode="reflexion"))
-        models = {"react": Models(reflexion.actor, None, None), "reflexion": reflexion}
-        for env, split in SPLITS:
-            for mode in ("react", "reflexion"):
-                start = time.perf_counter()
-                k = 1 if mode == "react" else trials
-                result = rollout(settings, lake, rollout_request(settings, lake, env=env, split=split,
-                                                                 mode=mode, trials=k,
-                                                                 tag="bench-envs"), models=models[mode])
-                wall = time.perf_counter() - start
-                steps = lake.read("SELECT valid, observation FROM lake.steps WHERE run_id = ?",
-                                  [result.run_id])
-                unparsed = (steps["observation"] == env_class(env).invalid_action).sum()
-                rejected = (~steps["valid"]).sum() - unparsed
-                curve = " / ".join(f"{x:.0%}" for x in result.success_by_trial)
-                n = max(steps.height, 1)
-                lines.append(f"| {env} {split} | {mode} | {result.n_tasks} | {curve} | {steps.height} "
-                             f"| {unparsed / n:.0%} | {rejected / n:.0%} | {wall:.0f} |")
-                print(lines[-1], flush=True)
+    home = bench_home("envs-quick" if quick else "envs")
+    walls_file = home / "walls.json"
+    walls = json.loads(walls_file.read_text()) if walls_file.exists() else {}
+    settings = resumable_settings(home, rollout={"sample": tasks, "max_steps": max_steps})
+    lake = Lake(settings)
+    # one model: actor and retrospective share it
+    reflexion = load_models(settings, rollout_request(settings, lake, mode="reflexion"))
+    models = {"react": Models(reflexion.actor, None, None), "reflexion": reflexion}
+    for env, split in SPLITS:
+        for mode in ("react", "reflexion"):
+            request = rollout_request(settings, lake, env=env, split=split, mode=mode,
+                                      trials=1 if mode == "react" else trials, tag="bench-envs")
+            start = time.perf_counter()
+            result = rollout(settings, lake, request, models=models[mode])
+            walls[result.run_id] = walls.get(result.run_id, 0.0) + time.perf_counter() - start
+            walls_file.write_text(json.dumps(walls, indent=1))
+            steps = lake.read("SELECT valid, observation FROM lake.steps WHERE run_id = ?", [result.run_id])
+            unparsed = (steps["observation"] == env_class(env).invalid_action).sum()
+            rejected = (~steps["valid"]).sum() - unparsed
+            curve = " / ".join(f"{x:.0%}" for x in result.success_by_trial)
+            n = max(steps.height, 1)
+            lines.append(f"| {env} {split} | {mode} | {result.n_tasks} | {curve} | {steps.height} "
+                         f"| {unparsed / n:.0%} | {rejected / n:.0%} | {walls[result.run_id]:.0f} |")
+            print(lines[-1], flush=True)
     budget = f"max {max_steps} steps" if max_steps else "each environment's own step budget"
     note = (f"\n{tasks} sampled tasks per environment, reflexion {trials} trials, {budget}; embedded "
             "SmolLM2-135M as actor and retrospective model, greedy. Unparsed: the environment's parser "

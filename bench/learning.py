@@ -19,13 +19,12 @@ trained stage is found again by its model id, so a stopped run continues where i
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from common import ROOT, fresh_settings
+from common import bench_home, resumable_settings
 
 SIZES = {  # train tasks, held-out tasks, held-out trials, reflections sampled by PPO (GRPO/RLOO: half as many)
     "smoke": {"train": 3, "held_out": 2, "trials": 2, "episodes": 4},  # the slow test: mechanics only
@@ -63,24 +62,12 @@ class Clock:
         return out
 
 
-def home_for(size: str) -> Path:
-    home = ROOT / "bench" / "out" / f"learning-{size}"  # git-ignored; kept so a stopped run resumes
-    home.mkdir(parents=True, exist_ok=True)
-    return home
-
-
 def settings_for(home: Path, size: str, **train):
-    from retro.config import load_settings
-
-    overrides = {
-        "rollout": {"hotpotqa_return": "f1", "reflections_per_failure": BRANCHES},
-        "train": {"ppo_total_episodes": SIZES[size]["episodes"], **train},
-    }
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "models").exists():
-        return fresh_settings(home, share_models=True, **overrides)
-    os.environ["RETRO_HOME"] = str(home)
-    return load_settings(home=home, **overrides)
+    return resumable_settings(
+        home,
+        rollout={"hotpotqa_return": "f1", "reflections_per_failure": BRANCHES},
+        train={"ppo_total_episodes": SIZES[size]["episodes"], **train},
+    )
 
 
 def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
@@ -179,7 +166,7 @@ def run(quick: bool, full: bool = False, size: str | None = None, home: Path | N
     from retro.store import Lake
 
     size = size or ("full" if full else "quick" if quick else "default")
-    home = home or home_for(size)
+    home = home or bench_home(f"learning-{size}")
     settings = settings_for(home, size)
     lake = Lake(settings)
     clock = Clock()
