@@ -22,7 +22,12 @@ class ModelNotFoundError(RetroError):
 
 
 class BackendUnreachableError(RetroError):
-    """An LLM server did not answer (after retries)."""
+    """An LLM server did not answer (after retries): it may come back, so a flow retries."""
+
+
+class BackendRefusedError(RetroError):
+    """An LLM server refused a request (HTTP 4xx: the key, the model name, too long a prompt): asking again
+    gets the same answer, so no flow retries it."""
 
 
 class UnknownEnvError(RetroError):
@@ -33,9 +38,12 @@ class DataError(RetroError):
     """A shipped or user-given data file is malformed."""
 
 
-def raise_llm_errors(errors: list[str | None]) -> None:
+def raise_llm_errors(errors: list[str | None], refused: list[bool] | None = None) -> None:
     """End the run on a batch with a prompt that got no answer after its retries (`Generation.errors`):
     a server outage is never a trial outcome. The backend's error is already one line naming the fix."""
+    refusal = next((error for error, no in zip(errors, refused or []) if error and no), None)
+    if refusal is not None:
+        raise BackendRefusedError(refusal)
     failed = next((error for error in errors if error), None)
     if failed is not None:
         raise BackendUnreachableError(failed)

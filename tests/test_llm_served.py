@@ -16,7 +16,7 @@ from retro.agent.guard import ActionGuard, InvalidActionsError
 from retro.agent.request import rollout_request
 from retro.config import ModelSettings, load_settings
 from retro.envs import ENVS
-from retro.errors import ConfigError
+from retro.errors import BackendRefusedError, ConfigError
 from retro.llm import make_llm
 from retro.llm.base import GenParams
 from retro.llm.openai_compat import OpenAIBackend
@@ -100,6 +100,14 @@ def test_server_that_refuses_a_continued_turn_is_one_line(servers):
     server.script = [(400, json.dumps({"error": "continue_final_message is not supported"}))]
     with pytest.raises(ConfigError, match="does not continue a prefilled assistant turn .it refused one: HTTP 400"):
         backend(server.url).generate([step_prompt("", "Thought 1:")], GenParams())
+
+
+def test_probe_refused_for_the_key_blames_the_key_not_the_prefill(servers):
+    server = servers("vllm")
+    server.script = [(401, json.dumps({"error": "invalid api key"}))]
+    with pytest.raises(BackendRefusedError) as err:  # no retry helps; the prefill setting would not either
+        backend(server.url).generate([step_prompt("", "Thought 1:")], GenParams())
+    assert "HTTP 401" in str(err.value) and "RETRO_ACTOR__MODEL" in str(err.value) and "PREFILL" not in str(err.value)
 
 
 def test_prefill_setting_skips_the_probe_and_raw_prompts_need_none(servers):

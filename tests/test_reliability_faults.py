@@ -27,7 +27,7 @@ from retro.agent.request import rollout_request
 from retro.agent.spec import Models
 from retro.config import ModelSettings, load_settings
 from retro.envs import ENVS
-from retro.errors import BackendUnreachableError, ConfigError
+from retro.errors import BackendRefusedError, BackendUnreachableError, ConfigError
 from retro.llm.openai_compat import OpenAIBackend
 from retro.orchestrate.rollout import rollout
 from retro.store import KEYS
@@ -208,7 +208,7 @@ def test_api_key_never_reaches_logs_lake_or_settings(toy, settings, lake, retro_
     caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
     server = ToyServer({1: "echo-key", 2: "500-echo-key"})
     try:
-        with pytest.raises(BackendUnreachableError) as refused:
+        with pytest.raises(BackendRefusedError) as refused:  # a 401 outranks the 500 of the same batch
             run_against(server, settings, lake, tasks=3)
     finally:
         server.close()
@@ -252,7 +252,7 @@ def test_api_key_stays_out_of_prefect_parameters_and_logs(toy, lake, monkeypatch
     overrides = {"preset": "tiny", "actor": model, "retrospective": model}
     try:
         with prefect_test_harness(server_startup_timeout=180):
-            with pytest.raises(BackendUnreachableError):
+            with pytest.raises(BackendRefusedError):
                 rollout_flow(env="toy", split="eval", mode="reflexion", tasks=3, trials=2, overrides=overrides)
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs()
@@ -263,4 +263,5 @@ def test_api_key_stays_out_of_prefect_parameters_and_logs(toy, lake, monkeypatch
     stored = json.dumps([r.parameters for r in runs]) + "\n".join(log.message for log in logs)
     assert "TOY_SERVER_API_KEY" in stored  # the parameters name the variable...
     assert KEY not in stored  # ...never its value
+    assert not [log for log in logs if "Retry" in log.message]  # a refused key is not retried
     assert KEY not in lake.read("SELECT coalesce(string_agg(error, ' '), '') FROM lake.trials").item()

@@ -335,7 +335,7 @@ class Runner:
         params = GenParams(max_new_tokens=max_new_tokens, temperature=s.actor_temperature, top_p=s.actor_top_p,
                            stop=("\n",), seed=s.seed, seeds=seeds)
         gen = llm.generate(prompts, params)
-        raise_llm_errors(gen.errors)  # an outage is no trial outcome: this batch's trials are not committed
+        raise_llm_errors(gen.errors, gen.refused)  # an outage is no trial outcome: this batch's trials are not committed
         for live, pt, ct in zip(lives, gen.prompt_tokens, gen.completion_tokens):
             live.prompt_tokens += pt
             live.completion_tokens += ct
@@ -414,7 +414,7 @@ class Runner:
         from retro.errors import raise_llm_errors
 
         gen = self.retro.generate([reflection_prompt(text) for text in inputs], params)
-        raise_llm_errors(gen.errors)  # before the commit: the failed trials are rerun on resume
+        raise_llm_errors(gen.errors, gen.refused)  # before the commit: the failed trials are rerun on resume
         for i, (live, prompt, sample, text) in enumerate(zip(lives, inputs, samples, gen.texts)):
             used = replace(params, seed=params.row_seed(i), seeds=()) if params.seeds else params
             out.setdefault(live.task.task_id, []).append({

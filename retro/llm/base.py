@@ -43,10 +43,13 @@ class Generation:
     completion_tokens: list[int]
     seconds: float
     errors: list[str | None] = field(default_factory=list)  # per prompt: None, or why it failed after retries
+    refused: list[bool] = field(default_factory=list)  # per prompt: the server refused it (no retry helps)
 
     def __post_init__(self) -> None:
         if not self.errors:
             self.errors = [None] * len(self.texts)
+        if not self.refused:
+            self.refused = [False] * len(self.texts)
 
     @property
     def total_completion_tokens(self) -> int:

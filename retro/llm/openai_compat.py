@@ -29,7 +29,7 @@ import httpx
 import tenacity
 
 from retro.config import ModelSettings
-from retro.errors import BackendUnreachableError
+from retro.errors import BackendRefusedError, BackendUnreachableError
 from retro.llm import served
 from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop
 
@@ -78,6 +78,9 @@ def parse_text(data: Any, chat: bool) -> str:
     if not isinstance(text, str):
         raise TypeError("completion text is not a string")
     return text
+
+
+NOT_ABOUT_THE_REQUEST = ("HTTP 401", "HTTP 403", "HTTP 404")  # refusals of the key, the model or the URL
 
 
 @dataclass
@@ -178,6 +181,7 @@ class OpenAIBackend:
             completion_tokens=[r.completion_tokens for r in results],
             seconds=time.perf_counter() - start,
             errors=[r.error for r in results],
+            refused=[r.refused is not None for r in results],
         )
 
     def probe_prefill(self) -> str:
@@ -192,6 +196,8 @@ class OpenAIBackend:
         result = self._one(client, served.PROBE, GenParams(max_new_tokens=4), 0, key)
         if result.unreachable:
             raise self._unreachable(result.error)
+        if result.refused and result.refused.startswith(NOT_ABOUT_THE_REQUEST):
+            raise BackendRefusedError(result.error)  # a wrong key or model name: not the prefilled turn's fault
         if result.refused:
             raise served.cannot_continue(self.base_url, self.setting_prefix, f"it refused one: {result.refused}")
         if result.error:
