@@ -101,23 +101,19 @@ class WebShopEpisode:
         return {"search": self._search_page, "results": self._results_page, "item": self._item_page,
                 "description": self._sub_page, "features": self._sub_page}[self.page]()
 
-    def labels(self) -> list[str]:
-        """The buttons of the current page as the page shows them."""
+    def buttons(self) -> list[str]:
+        """What can be clicked on the current page (normalised names)."""
         if self.page == "search":
             return []
         if self.page == "results":
             first = self.page_no * PAGE_SIZE
-            found = ["Back to Search"] + (["< Prev"] if self.page_no > 0 else [])
-            found += ["Next >"] if first + PAGE_SIZE < len(self.results) else []
-            return found + [pid for pid, _, _ in self.results[first:first + PAGE_SIZE]]
+            found = ["back to search"] + (["< prev"] if self.page_no > 0 else [])
+            found += ["next >"] if first + PAGE_SIZE < len(self.results) else []
+            return found + [pid.lower() for pid, _, _ in self.results[first:first + PAGE_SIZE]]
         if self.page == "item":
-            values = [v for vs in self.product["options"].values() for v in vs]
-            return ["Back to Search", "< Prev", *values, "Description", "Features", "Buy Now"]
-        return ["Back to Search", "< Prev"]
-
-    def buttons(self) -> list[str]:
-        """What can be clicked on the current page (normalised names)."""
-        return [label.lower() for label in self.labels()]
+            values = [v.lower() for vs in self.product["options"].values() for v in vs]
+            return ["back to search", "< prev", *values, "description", "features", "buy now"]
+        return ["back to search", "< prev"]
 
     # -- the protocol -------------------------------------------------------------------------------------------
     def reset(self) -> str:
@@ -158,11 +154,8 @@ class WebShopEpisode:
         name = _button(text)
         buttons = self.buttons()
         if name not in buttons:
-            # The page's own buttons, named again: the actor's line replaced the page in its view, and a
-            # small actor otherwise repeats a made-up product id until the steps run out.
             where = "the search page has no buttons; use search[query]" if self.page == "search" else \
-                f"there is no [{text.strip()}] button on this page; its buttons: " + \
-                " ".join(f"[{label}]" for label in self.labels())
+                f"there is no [{text.strip()}] button on this page"
             return _invalid(where + ".")
         if name == "back to search":
             self.reset()
