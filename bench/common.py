@@ -30,9 +30,7 @@ def embedded_models_dir() -> Path:
 
 def bench_home(name: str) -> Path:
     """A bench's own home under bench/out/ (git-ignored), kept so that a stopped run resumes from its lake."""
-    home = ROOT / "bench" / "out" / name
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    return ROOT / "bench" / "out" / name
 
 
 def resumable_settings(home: Path, **overrides):

@@ -37,13 +37,3 @@ class UnknownEnvError(RetroError):
 class DataError(RetroError):
     """A shipped or user-given data file is malformed."""
 
-
-def raise_llm_errors(errors: list[str | None], refused: list[bool] | None = None) -> None:
-    """End the run on a batch with a prompt that got no answer after its retries (`Generation.errors`):
-    a server outage is never a trial outcome. The backend's error is already one line naming the fix."""
-    refusal = next((error for error, no in zip(errors, refused or []) if error and no), None)
-    if refusal is not None:
-        raise BackendRefusedError(refusal)
-    failed = next((error for error in errors if error), None)
-    if failed is not None:
-        raise BackendUnreachableError(failed)

@@ -322,8 +322,6 @@ class Runner:
 
     def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, kind: str) -> list[str]:
         """One batched actor call; a prompt the server never answered ends the run, not its episode."""
-        from retro.errors import raise_llm_errors
-
         prompts = []
         for live, tail in zip(lives, tails):
             prompt, dropped = fit_prompt(llm, live.instruction, live.trajectory, tail, max_new_tokens)
@@ -335,7 +333,7 @@ class Runner:
         params = GenParams(max_new_tokens=max_new_tokens, temperature=s.actor_temperature, top_p=s.actor_top_p,
                            stop=("\n",), seed=s.seed, seeds=seeds)
         gen = llm.generate(prompts, params)
-        raise_llm_errors(gen.errors, gen.refused)  # an outage is no trial outcome: this batch's trials are not committed
+        gen.raise_for_errors()  # an outage is no trial outcome: this batch's trials are not committed
         for live, pt, ct in zip(lives, gen.prompt_tokens, gen.completion_tokens):
             live.prompt_tokens += pt
             live.completion_tokens += ct
@@ -411,10 +409,8 @@ class Runner:
 
     def _reflect_call(self, lives: list[Live], inputs: list[str], samples: list[int], params: GenParams,
                       out: dict[str, list[dict[str, Any]]]) -> None:
-        from retro.errors import raise_llm_errors
-
         gen = self.retro.generate([reflection_prompt(text) for text in inputs], params)
-        raise_llm_errors(gen.errors, gen.refused)  # before the commit: the failed trials are rerun on resume
+        gen.raise_for_errors()  # before the commit: the failed trials are rerun on resume
         for i, (live, prompt, sample, text) in enumerate(zip(lives, inputs, samples, gen.texts)):
             used = replace(params, seed=params.row_seed(i), seeds=()) if params.seeds else params
             out.setdefault(live.task.task_id, []).append({

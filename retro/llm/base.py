@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from retro.errors import BackendRefusedError, BackendUnreachableError
+
 Message = dict[str, str]
 Prompt = str | list[Message]
 
@@ -50,6 +52,16 @@ class Generation:
             self.errors = [None] * len(self.texts)
         if not self.refused:
             self.refused = [False] * len(self.texts)
+
+    def raise_for_errors(self) -> None:
+        """End the run on a batch with a prompt that got no answer after its retries: a server outage is never
+        a trial outcome. A refusal outranks an outage (no retry helps it); the message already names the fix."""
+        refusal = next((error for error, no in zip(self.errors, self.refused) if error and no), None)
+        if refusal is not None:
+            raise BackendRefusedError(refusal)
+        failed = next((error for error in self.errors if error), None)
+        if failed is not None:
+            raise BackendUnreachableError(failed)
 
     @property
     def total_completion_tokens(self) -> int:
