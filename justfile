@@ -39,7 +39,7 @@ test-slow *ARGS: setup
 
 # lint
 lint: setup
-    {{venv}}/bin/ruff check retro flows tests bench
+    {{venv}}/bin/ruff check --no-cache retro flows tests bench
 
 # benchmarks; rewrites bench/RESULTS.md (`just bench --quick` for a few minutes)
 bench *ARGS: setup

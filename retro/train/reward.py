@@ -157,9 +157,8 @@ def train_reward_model(settings: Settings, lake: Lake, dataset_version: DatasetV
 
 def train_pairwise(settings: Settings, lake: Lake, data: DatasetVersion) -> ModelVersion:
     """Bradley-Terry on (chosen, rejected) pairs with trl's RewardTrainer, LoRA + score head."""
-    from trl import RewardConfig, RewardTrainer
-
     from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
 
     # 1. data: pairs, split by prompt
     frame = data.frame()
@@ -215,9 +214,8 @@ def train_pairwise(settings: Settings, lake: Lake, data: DatasetVersion) -> Mode
 
 def train_pointwise(settings: Settings, lake: Lake, data: DatasetVersion) -> ModelVersion | Skipped:
     """A classifier of rating > threshold on datasets/reward.sql; Skipped on one-class data."""
-    from transformers import DataCollatorWithPadding, TrainingArguments
-
     from datasets import Dataset
+    from transformers import DataCollatorWithPadding, TrainingArguments
 
     # 1. data: both classes are needed to learn anything
     frame = data.frame()

@@ -38,9 +38,8 @@ def loss_metrics(log_history: list[dict], prefix: str = "train") -> dict[str, fl
 
 def train_sft(settings: Settings, lake: Lake, dataset_version: DatasetVersion | None = None) -> ModelVersion | Skipped:
     """Fine-tune a LoRA adapter on datasets/sft.sql (built now if not given); Skipped when it is empty."""
-    from trl import SFTConfig, SFTTrainer
-
     from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
 
     # 1. data: the positive reflections, or nothing to learn from
     data = dataset_version or build_dataset(settings, lake, "sft")
