@@ -80,7 +80,7 @@ def parse_text(data: Any, chat: bool) -> str:
     return text
 
 
-NOT_ABOUT_THE_REQUEST = ("HTTP 401", "HTTP 403", "HTTP 404")  # refusals of the key, the model or the URL
+NOT_ABOUT_THE_REQUEST = (401, 403, 404)  # HTTP statuses refusing the key, the model or the URL, not the prompt
 
 
 @dataclass
@@ -91,6 +91,7 @@ class _Result:
     error: str | None = None
     unreachable: bool = False  # the last attempt could not connect at all
     refused: str | None = None  # why the server refused the request (HTTP 4xx), when it did
+    status: int | None = None  # the HTTP status of that refusal
 
 
 class _Retry(Exception):
@@ -103,6 +104,10 @@ class _Retry(Exception):
 
 class _Refused(Exception):
     """An answer another attempt would not change: HTTP 4xx, the request or the key is wrong."""
+
+    def __init__(self, reason: str, status: int):
+        super().__init__(reason)
+        self.status = status
 
 
 class _Unexpected(Exception):
@@ -196,7 +201,7 @@ class OpenAIBackend:
         result = self._one(client, served.PROBE, GenParams(max_new_tokens=4), 0, key)
         if result.unreachable:
             raise self._unreachable(result.error)
-        if result.refused and result.refused.startswith(NOT_ABOUT_THE_REQUEST):
+        if result.status in NOT_ABOUT_THE_REQUEST:
             raise BackendRefusedError(result.error)  # a wrong key or model name: not the prefilled turn's fault
         if result.refused:
             raise served.cannot_continue(self.base_url, self.setting_prefix, f"it refused one: {result.refused}")
@@ -239,7 +244,8 @@ class OpenAIBackend:
             fix = (f"give the server more context per request (llama-server: -c / -np; vLLM: --max-model-len) or "
                    f"lower {p}__CONTEXT_WINDOW" if "context" in str(err).lower() else
                    f"check {p}__MODEL and the API key in ${self.settings.api_key_env}")
-            return _Result(error=f"LLM server at {self.base_url} refused the request ({err}): {fix}", refused=str(err))
+            return _Result(error=f"LLM server at {self.base_url} refused the request ({err}): {fix}", refused=str(err),
+                           status=err.status)
         except _Unexpected as err:
             return _Result(error=str(err))
 
@@ -258,7 +264,7 @@ class OpenAIBackend:
         if resp.status_code == 429 or resp.status_code >= 500:
             raise _Retry(f"HTTP {resp.status_code}", retry_after=_retry_after(resp))
         if resp.status_code >= 400:
-            raise _Refused(f"HTTP {resp.status_code}: {_one_line(_scrub(resp.text, key))[:300]}")
+            raise _Refused(f"HTTP {resp.status_code}: {_one_line(_scrub(resp.text, key))[:300]}", resp.status_code)
         try:
             data = resp.json()
             text = parse_text(data, chat=not isinstance(prompt, str))
