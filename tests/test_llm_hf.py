@@ -28,12 +28,14 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="session")
-def smollm2_tokenizer_dir(request):
-    """The SmolLM2 tokenizer as a plain HF folder, converted from the GGUF once per machine (~5 s)."""
+def smollm2_tokenizer_dir(request, tmp_path_factory):
+    """The SmolLM2 tokenizer as a plain HF folder, converted from the GGUF once per machine (~5 s), or once
+    per session under `-p no:cacheprovider`."""
     from retro.errors import ModelNotFoundError
     from retro.llm.embedded import gguf_path
 
-    folder = request.config.cache.mkdir("smollm2-tokenizer")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("smollm2-tokenizer") if cache else tmp_path_factory.mktemp("smollm2-tokenizer")
     if not (folder / "tokenizer.json").is_file():
         from transformers import AutoTokenizer
 
