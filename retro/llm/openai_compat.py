@@ -90,8 +90,7 @@ class _Result:
     completion_tokens: int = 0
     error: str | None = None
     unreachable: bool = False  # the last attempt could not connect at all
-    refused: str | None = None  # why the server refused the request (HTTP 4xx), when it did
-    status: int | None = None  # the HTTP status of that refusal
+    refused: _Refused | None = None  # the server's refusal (HTTP 4xx: its status and reason), when it refused
 
 
 class _Retry(Exception):
@@ -201,7 +200,7 @@ class OpenAIBackend:
         result = self._one(client, served.PROBE, GenParams(max_new_tokens=4), 0, key)
         if result.unreachable:
             raise self._unreachable(result.error)
-        if result.status in NOT_ABOUT_THE_REQUEST:
+        if result.refused and result.refused.status in NOT_ABOUT_THE_REQUEST:
             raise BackendRefusedError(result.error)  # a wrong key or model name: not the prefilled turn's fault
         if result.refused:
             raise served.cannot_continue(self.base_url, self.setting_prefix, f"it refused one: {result.refused}")
@@ -244,8 +243,7 @@ class OpenAIBackend:
             fix = (f"give the server more context per request (llama-server: -c / -np; vLLM: --max-model-len) or "
                    f"lower {p}__CONTEXT_WINDOW" if "context" in str(err).lower() else
                    f"check {p}__MODEL and the API key in ${self.settings.api_key_env}")
-            return _Result(error=f"LLM server at {self.base_url} refused the request ({err}): {fix}", refused=str(err),
-                           status=err.status)
+            return _Result(error=f"LLM server at {self.base_url} refused the request ({err}): {fix}", refused=err)
         except _Unexpected as err:
             return _Result(error=str(err))
 
