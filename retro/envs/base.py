@@ -32,8 +32,28 @@ class StepResult:
     info: dict[str, Any] = field(default_factory=dict)  # "success": bool, "score": float, "invalid": bool
 
 
+@dataclass(frozen=True)
+class ActionSpace:
+    """The actions that exist at one step, in the environment's own syntax, knowing nothing of LLMs.
+
+    `choices` are whole actions (ALFWorld's `go to desk 1`, WebShop's `click[Buy Now]`); `forms` are actions
+    with free text inside, as (prefix, suffix) pairs: `("Search[", "]")` is `Search[` + any text without a
+    newline or the suffix + `]`. An empty space (no choice, no form) means no action is possible now.
+    """
+
+    choices: tuple[str, ...] = ()
+    forms: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.choices and not self.forms
+
+
 class Episode(Protocol):
-    """One trial of one task: its own state, so many can run side by side in a batched runner."""
+    """One trial of one task: its own state, so many can run side by side in a batched runner.
+
+    An episode may also have `actions() -> ActionSpace | None`: the actions that exist at this step (None,
+    or no such method: any text is tried, nothing is constrained)."""
 
     def reset(self) -> str:
         """Start (or restart) the task and return the first observation (the task statement)."""

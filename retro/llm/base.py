@@ -30,10 +30,17 @@ class GenParams:
     # When sampling: one seed per prompt, so a prompt's text depends on its own seed only, not on the batch
     # it shares (a rerun after a crash batches differently); empty = `seed` for the whole call.
     seeds: tuple[int, ...] = ()
+    # Per prompt: a GBNF grammar (llama.cpp's notation) the completion must match, or None for free text;
+    # empty = no prompt is constrained. The engine decodes within it (llama.cpp grammar, vLLM structured outputs).
+    grammars: tuple[str | None, ...] = ()
 
     def row_seed(self, i: int) -> int:
         """The seed of prompt i: its own, else the call's seed offset by its position."""
         return self.seeds[i] if self.seeds else self.seed + i
+
+    def row_grammar(self, i: int) -> str | None:
+        """The grammar of prompt i, or None when it is free text."""
+        return self.grammars[i] if self.grammars else None
 
 
 @dataclass
