@@ -1,6 +1,7 @@
 """Model backends behind one batched interface (retro.llm.base.LLM), chosen by `make_llm`.
 
-Backends: `hf` (a local HF folder or the embedded SmolLM2, optional LoRA adapter), `openai` (any
+Backends: `llamacpp` (the default: the embedded SmolLM2 or a GGUF file, on llama.cpp inside this process,
+reached through the openai backend), `hf` (a local HF folder, optional LoRA adapter), `openai` (any
 OpenAI-compatible server), and `ScriptedLLM`, which tests construct directly.
 """
 
@@ -33,6 +34,10 @@ def make_llm(
     """The backend `model_settings` names; `adapter_path` (a LoRA folder) loads on `hf`, and on `openai` names
     the adapter the server serves (`adapter_server` says how)."""
     role = "RETRO_RETROSPECTIVE" if model_settings is settings.retrospective else "RETRO_ACTOR"
+    if model_settings.backend == "llamacpp":
+        from retro.llm.local import local_backend  # the in-process llama.cpp engine
+
+        return local_backend(model_settings, settings, adapter_path, name, role)
     if model_settings.backend == "hf":
         path = resolve_model_path(settings, model_settings.model)
         from retro.llm.hf import HFBackend  # torch and transformers load only when a local model is wanted

@@ -121,6 +121,8 @@ class OpenAIBackend:
     """
 
     served = True  # a model behind a server: the runner's invalid-action guard watches it (retro/agent/guard.py)
+    engine = None  # the in-process llama.cpp engine behind it (retro/llm/local.py), or None for a server
+    outage_hint: str | None = None  # what an unreachable server means here, when not "start it or fix the URL"
 
     def __init__(
         self,
@@ -214,6 +216,8 @@ class OpenAIBackend:
         log.info("LLM server at %s %s a prefilled assistant turn", self.base_url, self.prefill)
 
     def _unreachable(self, why: str | None) -> BackendUnreachableError:
+        if self.outage_hint:
+            return BackendUnreachableError(f"LLM server at {self.base_url} is unreachable ({why}): {self.outage_hint}")
         return BackendUnreachableError(f"LLM server at {self.base_url} is unreachable ({why}): start it or fix "
                                        f"{self.setting_prefix}__BASE_URL")
 
