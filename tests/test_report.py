@@ -31,10 +31,40 @@ def test_report_writes_html_pngs_and_the_views_curve_data(filled, tmp_path):  # 
     assert by_mode == {"react": [0.0, 0.0, 0.0], "reflexion": [0.0, 0.5, 0.5], "retroformer": [0.0, 1.0, 1.0]}
 
 
-def test_training_series_reads_history_and_final_values(filled):  # noqa: F811
-    histories, finals = training_series(read_report_data(filled).models)
-    assert histories == {"ppo-001": {"objective/scores": [0.1, 0.4, 0.7], "objective/kl": [0.0, 0.02, 0.05]}}
-    assert finals == {"ppo-001": {"objective/scores": 0.7, "objective/kl": 0.05}}  # sft-001 has neither
+def test_training_series_reads_the_per_step_history(filled):  # noqa: F811
+    curves, accuracies = training_series(read_report_data(filled).models)
+    assert curves == {"reward": {"ppo-001 (ppo)": ([1, 2, 3], [0.1, 0.4, 0.7])},
+                      "KL to the reference": {"ppo-001 (ppo)": ([1, 2, 3], [0.0, 0.02, 0.05])}}
+    assert accuracies == {}  # sft-001 logged no step, and there is no reward model
+
+
+def test_the_training_figure_draws_a_line_per_model_version_and_stage(tmp_path):
+    """SFT and reward-model loss, PPO reward and KL, GRPO reward: one line each, a point per logged step."""
+    import polars as pl
+
+    from retro.eval.report import plot_training
+
+    def history(**series):
+        return [{"step": i + 1, **{k.replace("__", "/"): v[i] for k, v in series.items()}}
+                for i in range(len(next(iter(series.values()))))]
+
+    models = pl.DataFrame({"model_id": ["sft-a", "rm-b", "ppo-c", "grpo-d", "sft-old"],
+                           "stage": ["sft", "rm", "ppo", "grpo", "sft"],
+                           "metrics": [json.dumps(m) for m in (
+                               {"history": history(loss=[2.0, 1.5, 1.2])},
+                               {"history": history(loss=[0.7, 0.6]), "eval/pairwise_accuracy": 0.75},
+                               {"history": history(objective__scores=[0.1, 0.3], objective__kl=[0.0, 0.01],
+                                                   loss__policy_avg=[0.2, 0.1])},
+                               {"history": history(reward=[0.5, 0.6, 0.9], kl=[0.0, 0.1, 0.2], loss=[0.0, 0.0, 0.0])},
+                               {"train/loss": 1.0})]})  # stored before histories were: nothing to draw
+    drawn = plot_training(models, tmp_path / "training.png")
+    assert (tmp_path / "training.png").read_bytes().startswith(PNG_MAGIC)
+    assert drawn == {
+        "loss": {"sft-a (sft)": 3, "rm-b (rm)": 2, "ppo-c (ppo)": 2, "grpo-d (grpo)": 3},
+        "reward": {"ppo-c (ppo)": 2, "grpo-d (grpo)": 3},
+        "KL to the reference": {"ppo-c (ppo)": 2, "grpo-d (grpo)": 3},
+        "reward model held-out accuracy": {"rm-b": 1},
+    }
 
 
 def test_retro_report_on_an_empty_lake_says_no_runs_yet(lake, tmp_path):

@@ -5,6 +5,7 @@ reload and change the model; empty or one-class data skips a stage instead of fa
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -32,9 +33,10 @@ def _lora_b_nonzero(adapter_path) -> bool:
     return any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
 
 
-def test_pipeline_trains_sft_rm_ppo_and_adapters_reload(train_settings, lake, tiny_model_dir):
+def test_pipeline_trains_sft_rm_ppo_and_adapters_reload(train_settings, lake, tiny_model_dir, caplog):
     fill_lake(lake, n=8, positive_every=2)
-    result = train_all(train_settings, lake)
+    with caplog.at_level(logging.INFO, logger="retro.train.steps"):
+        result = train_all(train_settings, lake)
     assert result["skipped"] == {}, result["skipped"]
     assert result["candidate"] == result["ppo"]
     frame = list_model_versions(lake)
@@ -57,6 +59,11 @@ def test_pipeline_trains_sft_rm_ppo_and_adapters_reload(train_settings, lake, ti
     assert not torch.allclose(_logits(base, tokenizer, text), _logits(sft_model, tokenizer, text))
     sft_metrics = json.loads(versions["sft"]["metrics"])
     assert sft_metrics["train/steps"] >= 1 and sft_metrics["train/rows"] == 4
+    # every stage keeps its per-step history (the report's curves) and logged each step as it went
+    assert [h["step"] for h in sft_metrics["history"]] == list(range(1, sft_metrics["train/steps"] + 1))
+    assert all("loss" in h for h in sft_metrics["history"])
+    steps_logged = [r.getMessage() for r in caplog.records if r.name == "retro.train.steps"]
+    assert f"sft step 1/{sft_metrics['train/steps']}: loss " in "\n".join(steps_logged)
 
     # Reward model: trained LoRA and score head reload exactly (the head is not re-initialised)
     rm_path = lora.adapter_dir(train_settings, result["rm"])
@@ -67,6 +74,7 @@ def test_pipeline_trains_sft_rm_ppo_and_adapters_reload(train_settings, lake, ti
     assert first == again
     rm_metrics = json.loads(versions["rm"]["metrics"])
     assert 0.0 <= rm_metrics["eval/accuracy"] <= 1.0 and rm_metrics["eval/rows"] == 2
+    assert len(rm_metrics["history"]) == rm_metrics["train/steps"] and all("loss" in h for h in rm_metrics["history"])
 
     # PPO: one standalone adapter on the base (SFT and PPO concatenated), trl's metric names
     ppo_path = lora.adapter_dir(train_settings, result["ppo"])
@@ -78,6 +86,8 @@ def test_pipeline_trains_sft_rm_ppo_and_adapters_reload(train_settings, lake, ti
     for name in ("objective/kl", "objective/scores", "objective/entropy", "policy/approxkl_avg", "loss/value_avg"):
         assert name in ppo_metrics
     assert ppo_metrics["ppo/updates"] == 2  # 4 episodes / batch 2
+    assert [{"objective/kl", "objective/scores"} <= set(h) for h in ppo_metrics["history"]] == [True, True]
+    assert sum(line.startswith("ppo step ") for line in steps_logged) == 2
     assert (ppo_path / "retro_config.json").is_file() and (ppo_path / "metrics.json").is_file()
 
 

@@ -3,7 +3,7 @@
 Figures: success rate after each trial per mode and model version (the paper's main figure, from
 `success_by_trial`), arms compared on the same held-out tasks (mean F1 and success per trial with 95%
 bootstrap bands, and the paired difference to reflexion: retro/eval/paired.py), rating histograms per
-model version (`reflection_quality`), training curves (reward and KL from `model_versions.metrics`), and
+model version (`reflection_quality`), training curves (per-step loss, reward and KL from the history in `model_versions.metrics`), and
 the lineage table (`model_lineage`). The curve data is written beside the page as curves.json (the
 view's rows) and the comparisons as comparisons.json, so they can be checked and re-plotted.
 """
@@ -24,8 +24,14 @@ from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
 
-REWARD_KEY, KL_KEY = "objective/scores", "objective/kl"
-REWARD_KEYS = (REWARD_KEY, "objective/reward")  # PPO's score of the reward model; GRPO/RLOO's reward
+# The training figure's panels: per stage, the key trl logs it under at each step (retro/train/steps.py)
+PANELS: dict[str, dict[str, str]] = {
+    "loss": {"sft": "loss", "rm": "loss", "ppo": "loss/policy_avg", "grpo": "loss", "rloo": "loss"},
+    "reward": {"ppo": "objective/scores", "grpo": "reward", "rloo": "reward"},
+    "KL to the reference": {"ppo": "objective/kl", "grpo": "kl", "rloo": "kl"},
+}
+ACCURACY_KEYS = ("eval/pairwise_accuracy", "eval/accuracy")  # a reward model's held-out accuracy
+Series = tuple[list[int], list[float]]  # (steps, values)
 
 CURVES_SQL = """
 SELECT run_id, mode, env, split, retro_model_version, trial, n_solved, n_tasks, success_rate
@@ -138,56 +144,60 @@ def plot_rating_histograms(ratings: pl.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def training_series(models: pl.DataFrame) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, float]]]:
-    """(histories, finals) per model_id for the reward and KL keys.
-
-    A `history` list in the metrics (dicts with the trl keys) gives a curve; otherwise the final values
-    are shown as bars.
-    """
-    histories: dict[str, dict[str, list[float]]] = {}
-    finals: dict[str, dict[str, float]] = {}
-    for model_id, metrics_json in zip(models["model_id"], models["metrics"], strict=True):
+def training_series(models: pl.DataFrame) -> tuple[dict[str, dict[str, Series]], dict[str, float]]:
+    """(curves, accuracies): per panel of PANELS, "model_id (stage)" -> (steps, values) from the per-step
+    `history` the trainers store in their metrics; and per reward model its held-out accuracy, which is
+    measured once, after training."""
+    curves: dict[str, dict[str, Series]] = {panel: {} for panel in PANELS}
+    accuracies: dict[str, float] = {}
+    for model_id, stage, metrics_json in models.select("model_id", "stage", "metrics").iter_rows():
         try:
             metrics: dict[str, Any] = json.loads(metrics_json or "{}")
         except json.JSONDecodeError:
             log.warning("model %s: metrics are not JSON; left out of the training curves", model_id)
             continue
-        history = metrics.get("history") if isinstance(metrics.get("history"), list) else []
-        if REWARD_KEY not in metrics and REWARD_KEYS[1] in metrics:  # a group trainer's reward, plotted alike
-            metrics[REWARD_KEY] = metrics[REWARD_KEYS[1]]
-        curves = {key: [float(h[key]) for h in history if isinstance(h, dict) and key in h] for key in (REWARD_KEY, KL_KEY)}
-        if any(len(v) > 1 for v in curves.values()):
-            histories[model_id] = curves
-        final = {key: float(metrics[key]) for key in (REWARD_KEY, KL_KEY) if isinstance(metrics.get(key), int | float)}
-        if final:
-            finals[model_id] = final
-    return histories, finals
+        history = [h for h in metrics.get("history") or [] if isinstance(h, dict)]
+        for panel, keys in PANELS.items():
+            key = keys.get(stage)
+            points = [(h.get("step", i + 1), h[key]) for i, h in enumerate(history)
+                      if isinstance(h.get(key), int | float)]
+            if points:
+                curves[panel][f"{model_id} ({stage})"] = ([int(x) for x, _ in points], [float(y) for _, y in points])
+        accuracy = next((metrics[k] for k in ACCURACY_KEYS if isinstance(metrics.get(k), int | float)), None)
+        if stage == "rm" and accuracy is not None:
+            accuracies[model_id] = float(accuracy)
+    return {panel: lines for panel, lines in curves.items() if lines}, accuracies
 
 
-def plot_training(models: pl.DataFrame, path: Path) -> bool:
-    """Reward and KL per model version; False (nothing drawn) when no model has these metrics."""
-    histories, finals = training_series(models)
-    if not histories and not finals:
-        return False
+def plot_training(models: pl.DataFrame, path: Path) -> dict[str, dict[str, int]]:
+    """Per-step curves per model version: loss, reward, KL, and the reward models' held-out accuracy. Returns
+    what was drawn (panel -> line label -> points); empty (nothing drawn) when no model logged a step."""
+    curves, accuracies = training_series(models)
+    if not curves and not accuracies:
+        return {}
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, key, label in ((axes[0], REWARD_KEY, "reward (objective/scores)"), (axes[1], KL_KEY, "KL (objective/kl)")):
-        for model_id, curves in histories.items():
-            if curves[key]:
-                ax.plot(range(1, len(curves[key]) + 1), curves[key], marker=".", label=model_id)
-        bars = {m: f[key] for m, f in finals.items() if key in f and m not in histories}
-        if bars:
-            ax.bar(list(bars), list(bars.values()), alpha=0.6, label="final value")
-            ax.tick_params(axis="x", labelrotation=30)
-        ax.set(title=label, xlabel="update" if histories else "model version")
-        if histories:
+    panels = [*curves, *(["reward model held-out accuracy"] if accuracies else [])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    drawn: dict[str, dict[str, int]] = {}
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel in curves:
+            for label, (steps, values) in curves[panel].items():
+                ax.plot(steps, values, marker=".", label=label)
+            ax.set(title=panel, xlabel="step (optimizer update)")
             ax.xaxis.get_major_locator().set_params(integer=True)
-        if histories or bars:
-            ax.legend(fontsize=8)
+        else:
+            ax.bar(list(accuracies), list(accuracies.values()), alpha=0.7, label="after training")
+            ax.set(title=panel, ylim=(0, 1.02))
+            ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        drawn[panel] = {line.get_label(): len(line.get_xdata()) for line in ax.get_lines()}
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return True
+    if accuracies:
+        drawn["reward model held-out accuracy"] = {m: 1 for m in accuracies}
+    return drawn
 
 
 def plot_comparison(table: pl.DataFrame, title: str, path: Path) -> None:
@@ -276,7 +286,8 @@ def write_report(lake: Lake, out_dir: Path | str) -> Path:
                         "best_beat_sample_0: the best of them beat the retrospective model's own (sample 0).</p>")
         sections.append(frame_html(data.branches))
     if plot_training(data.models, out / "training.png"):
-        figure("Training curves: reward and KL per model version", "training.png")
+        figure("Training per step: loss, reward and KL per model version; reward models' held-out accuracy",
+               "training.png")
     sections.append("<h2>Model lineage</h2>")
     sections.append(frame_html(data.lineage) if not data.lineage.is_empty() else "<p>No trained adapters yet.</p>")
     index = out / "index.html"

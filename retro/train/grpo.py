@@ -30,6 +30,7 @@ from retro.train.env_reward import EnvironmentReward
 from retro.train.ppo import Parent, resolve_parent, save_policy
 from retro.train.result import Skipped, skip
 from retro.train.reward import reward_text, score_texts
+from retro.train.steps import step_history, step_logger
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class RewardModelScore:
         return score_texts(self.model, self.tokenizer, texts, self.max_length)
 
 
-def group_metrics(log_history: list[dict], seconds: float) -> dict[str, float]:
+def group_metrics(log_history: list[dict], seconds: float) -> dict[str, Any]:
     """trl's logged values of the last step (reward, reward_std, kl, ...), the first step's reward for the
     trend, and the time per update."""
     steps = [entry for entry in log_history if "reward" in entry]
@@ -63,6 +64,7 @@ def group_metrics(log_history: list[dict], seconds: float) -> dict[str, float]:
     metrics["group/updates"] = len(steps)
     metrics["group/seconds"] = round(seconds, 3)
     metrics["group/seconds_per_update"] = round(seconds / len(steps), 3)
+    metrics["history"] = step_history(steps)  # per update: the report's curves
     return metrics
 
 
@@ -138,7 +140,8 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         top_p=settings.retrospective.top_p,
     ))
     trainer = trainer_cls(model=policy, reward_funcs=reward_fn, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, peft_config=lora.lora_config(settings, "causal"))
+                          processing_class=tokenizer, peft_config=lora.lora_config(settings, "causal"),
+                          callbacks=[step_logger(algorithm)])
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

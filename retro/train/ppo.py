@@ -19,6 +19,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from retro.config import Settings
 from retro.errors import ConfigError
@@ -33,6 +34,7 @@ from retro.store.registry import (
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
 from retro.train.result import Skipped, skip
+from retro.train.steps import step_history, step_logger
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def exact_accumulation(trainer):
         state.plugin_kwargs["sync_with_dataloader"] = before
 
 
-def ppo_metrics(log_history: list[dict], seconds: float) -> dict[str, float]:
+def ppo_metrics(log_history: list[dict], seconds: float) -> dict[str, Any]:
     """trl's metrics of the last update (objective/kl, objective/scores, ...), the first update's
     scores for the trend, and the time per update."""
     updates = [entry for entry in log_history if "objective/scores" in entry]
@@ -97,6 +99,7 @@ def ppo_metrics(log_history: list[dict], seconds: float) -> dict[str, float]:
     metrics["ppo/updates"] = len(updates)
     metrics["ppo/seconds"] = round(seconds, 3)
     metrics["ppo/seconds_per_update"] = round(seconds / len(updates), 3)
+    metrics["history"] = step_history(updates)  # per update: the report's curves
     return metrics
 
 
@@ -194,7 +197,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
     trainer = PPOTrainer(
         args=args, processing_class=tokenizer, model=policy, ref_model=None, reward_model=reward,
         train_dataset=Dataset.from_dict({"input_ids": queries}), value_model=value,
-        peft_config=lora.lora_config(settings, "causal"),
+        peft_config=lora.lora_config(settings, "causal"), callbacks=[step_logger("ppo")],
     )
     start = time.perf_counter()
     with exact_accumulation(trainer):

@@ -27,6 +27,7 @@ from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
 from retro.train.result import Skipped, skip
 from retro.train.sft import loss_metrics
+from retro.train.steps import step_history, step_logger
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ def _fit_metrics(result, log_history: list[dict], seconds: float, rows: int) -> 
     steps = int(result.global_step)
     return {"train/loss": float(result.training_loss), **loss_metrics(log_history), "train/rows": rows,
             "train/steps": steps, "train/seconds": round(seconds, 3),
-            "train/seconds_per_step": round(seconds / max(steps, 1), 3)}
+            "train/seconds_per_step": round(seconds / max(steps, 1), 3),
+            "history": step_history(log_history)}  # per step: the report's curves
 
 
 # -- the stage ---------------------------------------------------------------------------------------------
@@ -185,7 +187,7 @@ def train_pairwise(settings: Settings, lake: Lake, data: DatasetVersion) -> Mode
     ))
     train_set = Dataset.from_dict({"chosen_ids": ids(chosen), "rejected_ids": ids(rejected)})
     trainer = RewardTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_set,
-                            peft_config=lora.lora_config(settings, "seq-cls"))
+                            peft_config=lora.lora_config(settings, "seq-cls"), callbacks=[step_logger("rm")])
     start = time.perf_counter()
     result = trainer.train()
     metrics = {**_fit_metrics(result, trainer.state.log_history, time.perf_counter() - start, len(train_idx)),
@@ -250,7 +252,7 @@ def train_pointwise(settings: Settings, lake: Lake, data: DatasetVersion) -> Mod
     ))
     trainer = BalancedBCETrainer.build(
         pos_weight, model=model, args=args, train_dataset=train_set,
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, callbacks=[step_logger("rm")],
     )
     start = time.perf_counter()
     result = trainer.train()

@@ -16,6 +16,7 @@ from retro.store.registry import ModelVersion, register_model_version, trained_b
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
 from retro.train.result import Skipped, skip
+from retro.train.steps import step_history, step_logger
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def train_sft(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         packing=False,
     ))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows(frame)),
-                         processing_class=tokenizer, peft_config=lora.lora_config(settings, "causal"))
+                         processing_class=tokenizer, peft_config=lora.lora_config(settings, "causal"),
+                         callbacks=[step_logger("sft")])
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
@@ -88,6 +90,7 @@ def train_sft(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         "train/steps": int(result.global_step),
         "train/seconds": round(seconds, 3),
         "train/seconds_per_step": round(seconds / steps, 3),
+        "history": step_history(trainer.state.log_history),  # per step: the report's curves
     }
     version = ModelVersion(
         model_id=model_id, stage="sft", base_model=settings.retrospective.model, adapter_path=final,
