@@ -49,7 +49,7 @@ COLUMNS = {  # the output columns of datasets/<name>.sql, for the pandas referen
 }
 TASKS_PER_RUN = 100
 MAX_TRIALS = 3
-CORPUS_FILE = ROOT / "retro" / "datasets" / "hotpotqa" / "train_dev_first100.jsonl"
+CORPUS_FILE = ROOT / "datasets" / "hotpotqa" / "train_dev_first100.jsonl"
 
 # -- the synthetic lake, in SQL ------------------------------------------------------------------------------
 # excerpt(): a slice of real text. The corpus is ASCII, so substring() takes DuckDB's fast byte path

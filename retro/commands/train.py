@@ -59,7 +59,7 @@ def build_datasets_cmd(
     snapshot: Annotated[int | None, typer.Option("--snapshot", help="Read the lake as of this snapshot.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Build the sft, reward and ppo datasets (retro/datasets/*.sql) at one lake snapshot; idempotent.
+    """Build the sft, reward and ppo datasets (datasets/*.sql) at one lake snapshot; idempotent.
 
     Example: retro train build-datasets --snapshot 12
     """

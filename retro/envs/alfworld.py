@@ -1,6 +1,6 @@
 """ALFWorld (TextWorld household games) through the real `alfworld` package, on the shipped game files.
 
-The games ship as `retro/datasets/alfworld/SPLIT.tar.xz`; each split is unpacked on first use into
+The games ship as `datasets/alfworld/SPLIT.tar.xz`; each split is unpacked on first use into
 `$RETRO_HOME/cache/alfworld/json_2.1.1/SPLIT/<task>/<trial>/game.tw-pddl` (into a temporary folder, then
 renamed, with a stamp of the archive's hash so a changed archive is unpacked again). Listing tasks reads
 only the JSON of each game (goal and walkthrough); loading a playable game costs about a second, so it
@@ -42,7 +42,7 @@ from retro.envs.fewshot import (
 from retro.errors import DataError, UnknownEnvError
 
 DATA_DIR = DATASETS_DIR / "alfworld"
-SHIPPED_SPLITS = ("valid_unseen", "valid_train", "train")  # retro/datasets/alfworld/<split>.tar.xz
+SHIPPED_SPLITS = ("valid_unseen", "valid_train", "train")  # datasets/alfworld/<split>.tar.xz
 GAME_FILE = "game.tw-pddl"
 # ALFWorld's six task types, by the prefix of a task folder's name.
 TASK_TYPES = {
@@ -293,7 +293,7 @@ class ALFWorld:
                                   "or add one with the setting rollout.alfworld_splits")
         archive = self.data_dir / f"{split}.tar.xz"
         if not archive.exists():
-            raise DataError(f"ALFWorld archive missing: {archive}; restore retro/datasets/alfworld/ from git")
+            raise DataError(f"ALFWorld archive missing: {archive}; restore datasets/alfworld/ from git")
         return unpack_split(archive, self.root, split)
 
     def load_tasks(self, split: str) -> list[Task]:

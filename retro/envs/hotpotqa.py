@@ -177,7 +177,7 @@ class HotpotQA(BracketActions):
 def _read_tasks(path: Path, split: str, shipped: bool) -> list[Task]:
     fix = "restore the shipped file" if shipped else "fix the file or the setting rollout.hotpotqa_splits"
     if not path.exists():
-        where = "restore retro/datasets/hotpotqa/ from the repository" if shipped else fix
+        where = "restore datasets/hotpotqa/ from the repository" if shipped else fix
         raise DataError(f"HotPotQA data file missing: {path}; {where}")
     tasks = []
     for n, raw in enumerate(path.read_bytes().splitlines(), start=1):

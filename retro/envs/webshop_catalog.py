@@ -298,7 +298,7 @@ def _read_data(data_dir: Path) -> tuple[list[str], dict[str, list[str]], bytes]:
         instructions = json.loads(goals_file.read_text())
         queries = json.loads(queries_file.read_text())
     except (OSError, ValueError) as err:
-        raise DataError(f"cannot read the WebShop goals in {data_dir} ({err}): restore retro/datasets/webshop/") from None
+        raise DataError(f"cannot read the WebShop goals in {data_dir} ({err}): restore datasets/webshop/") from None
     if not isinstance(instructions, list) or not all(isinstance(t, str) for t in instructions):
         raise DataError(f"{goals_file} must be a JSON list of instruction strings")
     return instructions, queries, raw

@@ -142,7 +142,7 @@ class Wiki:
         if self._path is None:
             missing = [str(p) for p in self.sources if not p.exists()]
             if missing:
-                raise DataError(f"HotPotQA data missing: {', '.join(missing)}; restore retro/datasets/hotpotqa/")
+                raise DataError(f"HotPotQA data missing: {', '.join(missing)}; restore datasets/hotpotqa/")
             self._path = self.folder / f"wiki-{corpus_key(self.sources)}.duckdb"
         return self._path
 

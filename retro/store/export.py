@@ -1,6 +1,6 @@
 """Exporting a query's result at a pinned lake snapshot (how training sets are built).
 
-Dataset SQL lives in `retro/datasets/*.sql`; `retro.train.datasets` names the file and binds its parameters,
+Dataset SQL lives in `datasets/*.sql`; `retro.train.datasets` names the file and binds its parameters,
 and the functions here run it against the lake as it was at one snapshot and write the rows to Parquet.
 """
 

@@ -1,4 +1,4 @@
-"""Training the retrospective model offline: versioned data sets (retro/datasets/*.sql), SFT, reward model,
+"""Training the retrospective model offline: versioned data sets (datasets/*.sql), SFT, reward model,
 PPO / GRPO / RLOO (trl, LoRA only). Import the stage modules themselves: this package imports nothing, so
 building a data set does not load torch."""
 

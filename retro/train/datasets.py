@@ -1,4 +1,4 @@
-"""Training sets: each is one SQL file in `retro/datasets/`, run at a pinned lake snapshot, written as Parquet
+"""Training sets: each is one SQL file in `datasets/`, run at a pinned lake snapshot, written as Parquet
 and registered in `dataset_versions`.
 
 A version is the hash of the SQL text, the snapshot and the bound parameters, so rebuilding at the
@@ -29,7 +29,7 @@ from retro.store.lake import Lake
 log = logging.getLogger(__name__)
 
 SQL_DIR = DATASETS_DIR
-NAMES = ("sft", "reward", "reward_pairs", "ppo", "replay")  # retro/datasets/<name>.sql
+NAMES = ("sft", "reward", "reward_pairs", "ppo", "replay")  # datasets/<name>.sql
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _from_row(row: dict[str, Any]) -> DatasetVersion:
 
 # -- public -------------------------------------------------------------------------------------------------
 def build_dataset(settings: Settings, lake: Lake, name: str, snapshot: int | None = None) -> DatasetVersion:
-    """Run retro/datasets/<name>.sql as of `snapshot` (default: now), write the Parquet file and register the
+    """Run datasets/<name>.sql as of `snapshot` (default: now), write the Parquet file and register the
     version; idempotent.
 
     The recorded snapshot is the newest one up to `snapshot` that changed a table the SQL reads (the
