@@ -10,6 +10,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from retro.commands.common import console, print_frame, settings
 
@@ -56,15 +57,22 @@ def check(
         "seconds": round(gen.seconds, 3),
         "tokens_per_s": round(tokens / gen.seconds, 1) if gen.seconds > 0 else None,
     }
+    if getattr(llm, "engine", None) is not None:  # the in-process llama.cpp engine: what runs, and how
+        quantization = model_settings.quantization if model_settings.model == "embedded" else "as in the file"
+        result["engine"] = llm.engine.describe(quantization)
     if getattr(llm, "served", False) and adapter is None:
         result["prefill"] = llm.probe_prefill()  # what the ReAct actor relies on
     if as_json:
         print(json.dumps(result))
     else:
-        console.print(f"[bold]{result['model']}[/bold] ({result['backend']}) loaded in {load_s:.1f} s")
+        console.print(Text.assemble((str(result["model"]), "bold"), f" ({result['backend']}) loaded in {load_s:.1f} s"))
+        if "engine" in result:
+            e = result["engine"]
+            console.print(Text(f"engine: {e['engine']} {e['version']} in this process, {e['gguf']} ({e['quantization']}), "
+                               f"{e['threads']} threads, {e['slots']} slots x {e['slot_tokens']} tokens"))
         console.print(f"reply: {gen.texts[0]!r}", highlight=False)
         if gen.errors[0]:
-            console.print(f"[red]error: {gen.errors[0]}[/red]", highlight=False)
+            console.print(Text(f"error: {gen.errors[0]}", style="red"))
         console.print(f"{tokens} tokens in {gen.seconds:.2f} s = {result['tokens_per_s']} tokens/s")
         if "prefill" in result:
             console.print(f"the server {result['prefill']} a prefilled assistant turn")

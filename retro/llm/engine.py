@@ -46,8 +46,10 @@ def version() -> str:
 
 def usable_cpus() -> int:
     """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota (a container's
-    `--cpus`), never os.cpu_count(), which counts the host's."""
+    `--cpus`) and by OMP_NUM_THREADS when set (a Dask worker gets 1), never os.cpu_count(), the host's."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        cpus = min(cpus, max(1, int(os.environ["OMP_NUM_THREADS"])))
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
         if quota != "max":
@@ -99,9 +101,15 @@ class Engine:
 
     def alive(self) -> bool:
         try:
-            return httpx.get(self.url.removesuffix("/v1") + "/health", timeout=5).status_code == 200
+            return self._server is not None and httpx.get(self.url.removesuffix("/v1") + "/health", timeout=5).is_success
         except httpx.HTTPError:
             return False
+
+    def describe(self, quantization: str) -> dict[str, object]:
+        """What `retro models check` prints and the bench records."""
+        return {"engine": NAME, "version": version(), "gguf": self.spec.gguf.name, "quantization": quantization,
+                "threads": self.threads, "slots": self.spec.slots, "slot_tokens": self.spec.slot_tokens,
+                "loras": [p.name for p in self.spec.loras]}
 
     def stop(self) -> None:
         server, self._server = getattr(self, "_server", None), None
@@ -132,7 +140,7 @@ def engine_for(spec: EngineSpec) -> Engine:
     """The process's engine for `spec`, started on first use; one that died is started again."""
     with _lock:
         engine = _engines.get(spec)
-        if engine is None:
+        if engine is None or engine._server is None:  # never started, or stopped
             engine = _engines[spec] = Engine(spec)
         return engine
 
