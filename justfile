@@ -45,11 +45,6 @@ lint: setup
 bench *ARGS: setup
     {{py}} bench/run.py {{ARGS}}
 
-# llama.cpp's llama-server (and its GGUF converters) from PyPI's llama-cpp-python sdist, built once without the web UI
-# into ~/.cache/retro/llama.cpp-<version> (or $RETRO_LLAMA_CPP_DIR); `just llama-server --jobs 2` on a busy machine
-llama-server *ARGS: setup
-    {{py}} -m retro.llm.llama_cpp {{ARGS}}
-
 # a local Prefect server on 127.0.0.1 serving the deployments (nightly on its cron); Ctrl-C stops both
 serve: setup
     {{retro}} serve

@@ -43,23 +43,23 @@ def model_gguf(settings: Settings, model: str, quantization: str) -> Path:
     return path
 
 
+def lora_gguf_path(settings: Settings, name: str) -> Path:
+    """Where an adapter's LoRA GGUF lives: named by its model_id, which is how a server lists it."""
+    return settings.models_dir / "gguf" / f"{name}.gguf"
+
+
 def lora_gguf(settings: Settings, base_model: str, adapter_path: str) -> Path:
     """The adapter as llama.cpp's LoRA GGUF (`<model_id>.gguf`, the name the server lists it by), converted
     once by llama.cpp's own convert_lora_to_gguf.py against the HF copy of the base model."""
     from retro.llm.base import read_adapter_config
 
     adapter = Path(adapter_path)
-    out = settings.models_dir / "gguf" / f"{adapter.name}.gguf"
+    out = lora_gguf_path(settings, adapter.name)
     if out.is_file():
         return out
     read_adapter_config(adapter, f"adapter {adapter.name}")  # a damaged folder is named before any conversion
-    llama_cpp.fetch_source()  # llama.cpp's converters, from PyPI's llama-cpp-python sdist (download only, once)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    llama_cpp.convert("convert_lora_to_gguf.py", [str(adapter), "--base", str(resolve_model_path(settings, base_model)),
-                                                  "--outfile", str(partial), "--outtype", "f32"])
-    partial.replace(out)
-    return out
+    log.info("exporting adapter %s to llama.cpp's LoRA GGUF (once)", adapter.name)
+    return llama_cpp.convert_lora(adapter, resolve_model_path(settings, base_model), out)
 
 
 def engine_name(model: str, quantization: str) -> str:

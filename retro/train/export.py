@@ -14,6 +14,7 @@ from pathlib import Path
 from retro.config import Settings
 from retro.llm import llama_cpp, resolve_model_path
 from retro.llm.base import read_adapter_config
+from retro.llm.local import lora_gguf_path
 from retro.store import registry
 from retro.store.lake import Lake
 
@@ -23,7 +24,7 @@ OUTTYPES = ("f32", "f16", "bf16", "q8_0")  # what the converter writes; f32 keep
 
 
 def gguf_file(settings: Settings, model_id: str) -> Path:
-    return settings.models_dir / "gguf" / f"{model_id}.gguf"
+    return lora_gguf_path(settings, model_id)
 
 
 def export_gguf(settings: Settings, lake: Lake, model_id: str, outtype: str = "f32") -> Path:
@@ -33,11 +34,7 @@ def export_gguf(settings: Settings, lake: Lake, model_id: str, outtype: str = "f
     llama_cpp.converter("convert_lora_to_gguf.py")  # missing before the base model may take a conversion
     base = resolve_model_path(settings, version.base_model)
     out = gguf_file(settings, model_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
     start = time.perf_counter()
-    llama_cpp.convert("convert_lora_to_gguf.py", [str(version.adapter_path), "--base", str(base),
-                                                  "--outfile", str(partial), "--outtype", outtype])
-    partial.replace(out)
+    llama_cpp.convert_lora(Path(version.adapter_path), base, out, outtype)
     log.info("exported %s to %s (%s, %.0f s)", model_id, out, outtype, time.perf_counter() - start)
     return out
