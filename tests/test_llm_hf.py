@@ -300,3 +300,10 @@ def test_a_grammar_llguidance_cannot_use_is_refused_in_one_line(tiny_model_dir, 
     with pytest.raises(BackendRefusedError, match="grammar of prompt 1 .*actor.constrain_actions") as err:
         llm.generate(PROMPTS[:2], GenParams(max_new_tokens=4, grammars=(None, "root ::= undefined_rule")))
     assert "\n" not in str(err.value)
+
+
+def test_a_stop_string_inside_a_grammar_ends_that_row_and_the_batch_goes_on(tiny_model_dir, fresh_bases):
+    llm = HFBackend(tiny_model_dir, FP32)
+    out = llm.generate(PROMPTS[:2], GenParams(max_new_tokens=16, stop=("[",), grammars=(FORM, None)))
+    assert out.texts[0].strip() == "Search" and out.completion_tokens[0] < 16  # its matcher saw padding after
+    assert out.texts[1] == llm.generate(PROMPTS[1:2], GenParams(max_new_tokens=16, stop=("[",))).texts[0]
