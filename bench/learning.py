@@ -34,6 +34,8 @@ SIZES = {  # train tasks, held-out tasks, held-out trials, reflections sampled b
 }
 BRANCHES = 4  # reflections per failure in the training night
 TAG = "learning-bench"
+TRAIN_SPLITS = {"hotpotqa": "train", "webshop": "train", "alfworld": "train"}  # held out: each env's own split
+POLICY_GRADIENT = ("grpo", "rloo", "grpo-env")  # beside PPO, from the same SFT adapter and reward model
 
 
 @dataclass
@@ -70,7 +72,8 @@ def settings_for(home: Path, size: str, **train):
     )
 
 
-def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
+def night(settings, lake, clock: Clock, size: str, env: str = "hotpotqa",
+          trainers: tuple[str, ...] = POLICY_GRADIENT) -> dict[str, str]:
     """Step 1: the training night. Returns candidate name -> adapter model id (stages that trained)."""
     from retro.agent.rating import rate_reflections
     from retro.agent.request import rollout_request
@@ -80,8 +83,10 @@ def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
     from retro.train.grpo import train_group
     from retro.train.pipeline import train_all
 
-    request = rollout_request(settings, lake, env="hotpotqa", split="train", mode="reflexion",
-                              tasks=SIZES[size]["train"], trials=2, tag=TAG)
+    n = SIZES[size]["train"]  # HotPotQA: the first n by id, as published; others: n spread over task types
+    picked = {"tasks": n} if env == "hotpotqa" else {"sample": n}
+    request = rollout_request(settings, lake, env=env, split=TRAIN_SPLITS[env], mode="reflexion", trials=2, tag=TAG,
+                              **picked)
     clock.time("night rollout (train split, G=4)", rollout, settings, lake, request)
     clock.time("label", rate_reflections, lake, settings.label.version)
     trained = clock.time("data sets + SFT + reward model + PPO", train_all, settings, lake)
@@ -92,7 +97,8 @@ def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
 
     sft_parent = sft or Skipped("sft", trained["skipped"].get("sft", "skipped"))
     rm_parent = get_model_version(lake, trained["rm"]) if trained["rm"] else Skipped("rm", trained["skipped"]["rm"])
-    for name, reward in (("grpo", "model"), ("rloo", "model"), ("grpo-env", "environment")):
+    rewards = {"grpo": "model", "rloo": "model", "grpo-env": "environment"}
+    for name, reward in ((n, rewards[n]) for n in trainers):
         trainer = name.split("-")[0]
         # half PPO's episodes: a GRPO/RLOO step costs about what a PPO update does on this CPU (26 s vs 67 s
         # at 4 reflections, but 4 steps per batch of samples), so the three of them fit the bench's time
@@ -108,7 +114,7 @@ def night(settings, lake, clock: Clock, size: str) -> dict[str, str]:
     return candidates
 
 
-def evaluate(settings, lake, clock: Clock, size: str, candidates: dict[str, str]) -> dict[str, str]:
+def evaluate(settings, lake, clock: Clock, size: str, candidates: dict[str, str], env: str = "hotpotqa") -> dict[str, str]:
     """Step 2: every arm on the same held-out tasks. Returns arm name -> run id."""
     from retro.agent.request import held_out_request, with_mode
     from retro.agent.spec import load_models
@@ -116,7 +122,7 @@ def evaluate(settings, lake, clock: Clock, size: str, candidates: dict[str, str]
     from retro.orchestrate.rollout import rollout
 
     s = held_out_settings(settings)  # the Reflexion protocol: one greedy reflection per failure
-    request = held_out_request(s, lake, env="hotpotqa", tasks=SIZES[size]["held_out"], trials=SIZES[size]["trials"],
+    request = held_out_request(s, lake, env=env, tasks=SIZES[size]["held_out"], trials=SIZES[size]["trials"],
                                tag=TAG)
     arms = {}
     for name, mode, adapter in [("react", "react", None), ("reflexion", "reflexion", None),
@@ -159,25 +165,29 @@ def verdict(table: pl.DataFrame) -> list[str]:
     return lines
 
 
-def run(quick: bool, full: bool = False, size: str | None = None, home: Path | None = None) -> list[str]:
-    """The section's lines; `size` and `home` are for the test (default: by the flags, in bench/out/)."""
+def run(quick: bool, full: bool = False, size: str | None = None, home: Path | None = None, env: str = "hotpotqa",
+        trainers: tuple[str, ...] = POLICY_GRADIENT) -> list[str]:
+    """The section's lines; `size` and `home` are for the test (default: by the flags, in bench/out/); `env` and
+    `trainers` for the per-environment section (learning_envs.py)."""
     from retro.eval.paired import compare_arms
     from retro.eval.report import comparison_table
     from retro.store import Lake
 
     size = size or ("full" if full else "quick" if quick else "default")
-    home = home or bench_home(f"learning-{size}")
+    name = f"learning-{size}" if env == "hotpotqa" else f"learning-{env}-{size}"
+    home = home or bench_home(name)
     settings = settings_for(home, size)
     lake = Lake(settings)
     clock = Clock()
-    candidates = night(settings, lake, clock, size)
-    arms = evaluate(settings, lake, clock, size, candidates)
+    candidates = night(settings, lake, clock, size, env, trainers)
+    arms = evaluate(settings, lake, clock, size, candidates, env)
     table = compare_arms(lake, arms)
     return [
-        f"Size `{size}`: {SIZES[size]['train']} HotPotQA train questions x 2 trials with {BRANCHES} reflections per "
-        f"failure (F1 returns); PPO samples {SIZES[size]['episodes']} reflections, GRPO/RLOO half as many; "
-        f"{SIZES[size]['held_out']} held-out questions x {SIZES[size]['trials']} trials per arm, greedy actor and "
-        "retrospective model, embedded SmolLM2-135M for both. Lake: `bench/out/learning-" + size + "/`.\n",
+        (f"Size `{size}`: {SIZES[size]['train']} {env} {TRAIN_SPLITS[env]} tasks x 2 trials with {BRANCHES} "
+        f"reflections per failure{' (F1 returns)' if env == 'hotpotqa' else ''}; PPO samples "
+        f"{SIZES[size]['episodes']} reflections, {', '.join(trainers) or 'no other trainer'} half as many; "
+        f"{SIZES[size]['held_out']} held-out tasks x {SIZES[size]['trials']} trials per arm, greedy actor and "
+        f"retrospective model, embedded SmolLM2-135M for both. Lake: `bench/out/{name}/`.\n"),
         *markdown(comparison_table(table)), "",
         *verdict(table), "",
         *ratings_lines(lake), "",

@@ -33,6 +33,7 @@ BENCHMARKS = {  # name -> (section number, title, module whose run(quick) return
     "envs": (7, "Environments: react and reflexion on ALFWorld, WebShop and HotPotQA, with invalid actions", "envs"),
     "branches": (8, "Branches: G = 4 vs G = 1 reflections per failure on the demo's night", "branches"),
     "learning": (9, "The learning effect: trained vs frozen retrospective model on held-out HotPotQA", "learning"),
+    "learning-envs": (11, "The learning effect on WebShop and ALFWorld, actions valid by construction", "learning_envs"),
     "engines": (10, "Engines: llama.cpp in-process at each encoding vs the torch engine it replaced", "engines"),
 }
 SIZED = {"learning"}  # benchmarks with a third, largest size (--full)
