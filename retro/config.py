@@ -76,6 +76,21 @@ class ModelSettings(Section):
     adapter_load: bool = False  # adapter_server=vllm: load the adapter at run time when the server lacks it
 
 
+class ActorSettings(ModelSettings):
+    """The actor's settings, and whether its action line is decoded within the actions that exist."""
+
+    # true: each step's action is decoded within the environment's actions at that step (llama.cpp grammar,
+    # vLLM structured outputs), the thought stays free; false: the paper's unconstrained ReAct; None (auto):
+    # on for the embedded model on a local backend, off for served actors (constrains_actions)
+    constrain_actions: bool | None = None
+
+    def constrains_actions(self) -> bool:
+        """The setting resolved: as set, else on only for the embedded model run in this process."""
+        if self.constrain_actions is not None:
+            return self.constrain_actions
+        return self.model == "embedded" and self.backend != "openai"
+
+
 class RetrospectiveSettings(ModelSettings):
     """The retrospective model's settings: a reflection is as long as its environment allows
     (Environment.reflection_tokens: HotPotQA 96, ALFWorld and WebShop 128) unless max_new_tokens says."""
@@ -195,7 +210,7 @@ class Settings(BaseSettings):
     lake_data_path: str | None = None  # None = $home/lake/data/; a shared folder or object-store URL
     lake_staging_path: str | None = None  # None = $home/staging/; where rollout shards leave Parquet (shared folder)
     lake_lock_timeout_s: float = Field(120.0, gt=0)  # writers queue this long for the lake, then fail
-    actor: ModelSettings = ModelSettings()
+    actor: ActorSettings = ActorSettings()
     retrospective: RetrospectiveSettings = RetrospectiveSettings()
     rollout: RolloutSettings = RolloutSettings()
     label: LabelSettings = LabelSettings()

@@ -7,7 +7,9 @@ builds one that answers a prefilled assistant turn the way a real server does, a
   - "llama":   llama.cpp's llama-server as the issue met it: the prefilled text, then the continuation;
                adapters are GGUF files given with --lora, chosen per request by `"lora": [{"id", "scale"}]`;
   - "fresh":   a server that cannot continue a turn: it closes the prefilled one and answers anew.
-Stop strings apply to the generated text (as on real servers), and usage counts whitespace words.
+Stop strings apply to the generated text (as on real servers), and usage counts whitespace words. A request's
+grammar is honoured where the real server reads it (vLLM: `structured_outputs.grammar`, llama-server:
+`grammar`; `grammars=False`: ignored, as Ollama does): the model's text decoded within it (`decode_within`).
 """
 
 from __future__ import annotations
@@ -90,8 +92,10 @@ class FakeServer:
         return json.dumps({"choices": [choice], "usage": {"prompt_tokens": 11, "completion_tokens": 5}})
 
 
-def served(kind: str, model: Model, base: str = "tiny", adapters: tuple[str, ...] = ()) -> FakeServer:
-    """A server of `kind` ("vllm", "llama", "fresh") around `model`, serving these adapters (names)."""
+def served(kind: str, model: Model, base: str = "tiny", adapters: tuple[str, ...] = (),
+           grammars: bool = True) -> FakeServer:
+    """A server of `kind` ("vllm", "llama", "fresh") around `model`, serving these adapters (names);
+    `grammars`: it decodes within a request's grammar (else it ignores the field)."""
     server = FakeServer()
     loaded = list(adapters)
     def load(body: dict) -> tuple[int, str]:
@@ -111,9 +115,19 @@ def served(kind: str, model: Model, base: str = "tiny", adapters: tuple[str, ...
         on = [entry["id"] for entry in body.get("lora", []) if entry["scale"]]
         return loaded[on[0]] if on else None
 
+    def grammar(body: dict) -> str | None:
+        if not grammars:
+            return None
+        return body.get("structured_outputs", {}).get("grammar") if kind == "vllm" else body.get("grammar")
+
+    def generate(prompt: str, body: dict) -> str:
+        text = model(prompt, adapter(body))
+        rule = grammar(body)
+        return decode_within(rule, text, body["max_tokens"]) if rule else text
+
     def answer(path: str, body: dict) -> str:
         if not path.endswith("/chat/completions"):
-            text = cut_at_stop(model(body["prompt"], adapter(body)), tuple(body.get("stop", ())))
+            text = cut_at_stop(generate(body["prompt"], body), tuple(body.get("stop", ())))
             return _reply({"text": text}, body["prompt"], text)
         messages = body["messages"]
         prefill = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
@@ -121,7 +135,7 @@ def served(kind: str, model: Model, base: str = "tiny", adapters: tuple[str, ...
         if prefill and kind == "fresh":  # the turn is closed: a new answer, which continues nothing
             text = "Sure! Here is my answer: " + model("\n".join(m["content"] for m in messages[:-1]), adapter(body))
         else:
-            text = model(seen, adapter(body))
+            text = generate(seen, body)
         text = cut_at_stop(text, tuple(body.get("stop", ())))
         content = prefill + text if kind == "llama" and prefill else text
         return _reply({"message": {"role": "assistant", "content": content}}, seen, text)
@@ -133,3 +147,53 @@ def served(kind: str, model: Model, base: str = "tiny", adapters: tuple[str, ...
 def _reply(choice: dict, prompt: str, generated: str) -> str:
     usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(generated.split()) or 1}
     return json.dumps({"choices": [choice], "usage": usage})
+
+
+# A model's next byte after it left the grammar: the end where allowed, else a closing bracket, else a letter,
+# digit or space, else any: a short way to an end, so a form's text gets one letter and closes.
+UNWANTED = b"]" + bytes(range(ord("a"), ord("z") + 1)) + b"0123456789 " + bytes(range(0x21, 0x7F))
+
+
+def decode_within(grammar: str, text: str, max_tokens: int) -> str:
+    """What a server that honours a GBNF grammar writes when its model would write `text`: the model's bytes
+    while the grammar allows them; once it allows none of the rest, its own short way to an end (UNWANTED).
+    Byte by byte through llguidance (the hf backend's grammar engine) with a byte vocabulary."""
+    import llguidance
+
+    vocabulary = byte_vocabulary()
+    matcher = llguidance.LLMatcher(vocabulary, llguidance.grammar_from("gbnf", grammar))
+    assert not matcher.is_error(), matcher.get_error()
+    wanted, out = text.encode(), bytearray()
+    for _ in range(max_tokens * 4):
+        allowed = matcher.compute_logit_bias()
+        if wanted and allowed[wanted[0]]:
+            byte, wanted = wanted[0], wanted[1:]
+        elif allowed[EOS]:
+            break
+        else:
+            wanted = b""
+            byte = next(b for b in UNWANTED if allowed[b])
+        assert matcher.consume_token(byte), matcher.get_error()
+        out.append(byte)
+    return out.decode()
+
+
+EOS = 256
+
+
+class _Bytes:
+    """A vocabulary of the 256 bytes and an end token, as llguidance.TokenizerWrapper takes one."""
+
+    def __init__(self):
+        self.eos_token_id, self.bos_token_id = EOS, None
+        self.tokens = [bytes([b]) for b in range(256)] + [b"<eos>"]
+        self.special_token_ids = [EOS]
+
+    def __call__(self, text: bytes | str) -> list[int]:
+        return list(text if isinstance(text, bytes) else text.encode())
+
+
+def byte_vocabulary():
+    import llguidance
+
+    return llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Bytes()), slices=[])

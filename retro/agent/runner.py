@@ -32,13 +32,14 @@ from typing import Any
 import polars as pl
 
 from retro.agent.actor import Step, Trajectory, fit_prompt, instruction_for, long_term_memory
+from retro.agent.constrain import ConstraintIgnoredError, action_grammar, allows
 from retro.agent.guard import ActionGuard
 from retro.agent.parse import clean_line
 from retro.agent.prompts import ACTION_PREFIX, THOUGHT_PREFIX
 from retro.agent.retrospect import clean_reflection, reflection_input, reflection_prompt
-from retro.envs.base import Environment, Episode, Task, own_held_out_split
+from retro.envs.base import ActionSpace, Environment, Episode, Task, own_held_out_split
 from retro.eval.metrics import success_by_trial
-from retro.llm.base import LLM, GenParams
+from retro.llm.base import LLM, Generation, GenParams
 from retro.store import queries
 from retro.store.lake import Lake
 
@@ -70,6 +71,7 @@ class RolloutSpec:
     actor_temperature: float = 0.0  # 0: the actor decodes greedily
     actor_top_p: float = 1.0
     retro_top_p: float = 1.0
+    constrain_actions: bool = False  # the action line is decoded within the episode's actions (actor setting)
 
     @property
     def run_id(self) -> str:
@@ -92,7 +94,8 @@ class RolloutSpec:
 
 # Spec fields added after run ids were first published, with the value that leaves them out of the hash.
 LATER_FIELDS: dict[str, Any] = {"scoring": "", "reflections_per_failure": 1, "branch_temperature": 0.0,
-                                "actor_temperature": 0.0, "actor_top_p": 1.0, "retro_top_p": 1.0}
+                                "actor_temperature": 0.0, "actor_top_p": 1.0, "retro_top_p": 1.0,
+                                "constrain_actions": False}
 
 
 def seed_for(seed: int, *parts: object) -> int:
@@ -123,6 +126,7 @@ class Live:
     stop_reason: str = "max_steps"
     error: str | None = None
     pending_thought: str = ""
+    space: ActionSpace | None = None  # the actions that exist at this step, when the run constrains them
 
 
 @dataclass
@@ -200,12 +204,20 @@ class Runner:
             self.lake,
             {"run_id": s.run_id, "flow_run_id": self.flow_run_id, "mode": s.mode, "env": s.env, "split": s.split,
              "actor_model": s.actor_model, "retro_model": s.retro_model, "retro_model_version": s.retro_model_version,
-             "n_tasks": len(s.task_ids), "n_trials": s.trials, "config": self.config_json,
+             "n_tasks": len(s.task_ids), "n_trials": s.trials, "config": self._config(),
              "config_hash": self.config_hash, "code_version": self.code_version, "seed": s.seed, "tag": s.tag},
             [{"env": t.env, "split": t.split, "task_id": t.task_id, "question": t.question, "answer": t.answer,
               "metadata": json.dumps(t.metadata, sort_keys=True, default=str),
               "held_out": t.split == own_held_out_split(self.env)} for t in self.tasks.values()],
         )
+
+    def _config(self) -> str:
+        """The settings as recorded with the run, the actor's constrain_actions as this run resolved it (its
+        auto, None, depends on the backend): what the run did is read from the row, not re-derived."""
+        config = json.loads(self.config_json)
+        actor = config.get("actor") if isinstance(config.get("actor"), dict) else {}
+        config["actor"] = {**actor, "constrain_actions": self.spec.constrain_actions}
+        return json.dumps(config, sort_keys=True)
 
     def _resume_state(self) -> tuple[dict[str, tuple[int, list[str]]], list[Branch]]:
         """(task_id -> (next main-line trial, its reflections so far) for every task that still has work,
@@ -270,8 +282,7 @@ class Runner:
         acting += [self._start(b.task_id, b.trial, b.reflections, b.sample) for b in branches]
         self._report(started)
         while acting:
-            self._think(acting)
-            self._act(acting)
+            self._turn(acting)
             finished = [live for live in acting if live.done]
             acting = [live for live in acting if not live.done]
             if not finished:
@@ -307,8 +318,7 @@ class Runner:
         lives = [self._start(b.task_id, b.trial, b.reflections, b.sample) for b in branches]
         acting = list(lives)
         while acting:
-            self._think(acting)
-            self._act(acting)
+            self._turn(acting)
             finished = [live for live in acting if live.done]
             acting = [live for live in acting if not live.done]
             for live in finished:
@@ -320,7 +330,8 @@ class Runner:
     def _needs_reflection(self, live: Live) -> bool:
         return self.spec.reflects and live.sample == 0 and not live.success and live.trial + 1 < self.spec.trials
 
-    def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, kind: str) -> list[str]:
+    def _generate(self, llm: LLM, lives: list[Live], tails: list[str], max_new_tokens: int, kind: str,
+                  grammars: tuple[str | None, ...] = ()) -> Generation:
         """One batched actor call; a prompt the server never answered ends the run, not its episode."""
         prompts = []
         for live, tail in zip(lives, tails):
@@ -331,7 +342,7 @@ class Runner:
         seeds = tuple(seed_for(s.seed, live.task.task_id, live.trial, live.sample, len(live.trajectory.steps), kind)
                       for live in lives) if s.actor_temperature > 0 else ()
         params = GenParams(max_new_tokens=max_new_tokens, temperature=s.actor_temperature, top_p=s.actor_top_p,
-                           stop=("\n",), seed=s.seed, seeds=seeds)
+                           stop=("\n",), seed=s.seed, seeds=seeds, grammars=grammars)
         gen = llm.generate(prompts, params)
         gen.raise_for_errors()  # an outage is no trial outcome: this batch's trials are not committed
         for live, pt, ct in zip(lives, gen.prompt_tokens, gen.completion_tokens):
@@ -339,24 +350,55 @@ class Runner:
             live.completion_tokens += ct
             self.tokens[0] += pt
             self.tokens[1] += ct
-        return list(gen.texts)
+        return gen
 
-    def _think(self, acting: list[Live]) -> None:
-        tails = [THOUGHT_PREFIX.format(n=len(live.trajectory.steps) + 1) for live in acting]
-        texts = self._generate(self.actor, acting, tails, self.spec.actor_max_new_tokens, "thought")
-        for live, text in zip(acting, texts):
+    def _turn(self, acting: list[Live]) -> None:
+        """One step of every acting episode: the actions that exist, a thought, an action, the answer."""
+        self._look(acting)
+        lives = [live for live in acting if not live.done]
+        if lives:
+            self._think(lives)
+            self._act(lives)
+
+    def _look(self, acting: list[Live]) -> None:
+        """With constrain_actions: each episode's actions at this step (None: it declares none, so its action is
+        free); an episode where no action exists ends its trial here, before any request."""
+        if not self.spec.constrain_actions:
+            return
+        for live in acting:
+            actions = getattr(live.episode, "actions", None)
+            live.space = actions() if actions is not None else None
+            if live.space is not None and live.space.empty:
+                live.done, live.stop_reason = True, "no_actions"
+
+    def _think(self, lives: list[Live]) -> None:
+        tails = [THOUGHT_PREFIX.format(n=len(live.trajectory.steps) + 1) for live in lives]
+        gen = self._generate(self.actor, lives, tails, self.spec.actor_max_new_tokens, "thought")
+        for live, text in zip(lives, gen.texts):
             live.pending_thought = clean_line(text)
 
-    def _act(self, acting: list[Live]) -> None:
-        lives = [live for live in acting if not live.done]
+    def _act(self, lives: list[Live]) -> None:
         tails = []
         for live in lives:
             n = len(live.trajectory.steps) + 1
             tails.append(f"{THOUGHT_PREFIX.format(n=n)} {live.pending_thought}\n{ACTION_PREFIX.format(n=n)}")
-        texts = self._generate(self.actor, lives, tails, self.spec.actor_max_new_tokens, "action")
-        for live, text in zip(lives, texts):
+        grammars = tuple(action_grammar(live.space) if live.space else None for live in lives)
+        limit = self.spec.actor_max_new_tokens
+        gen = self._generate(self.actor, lives, tails, limit, "action", grammars if any(grammars) else ())
+        for live, text, used in zip(lives, gen.texts, gen.completion_tokens):
+            if live.space is not None and used < limit and not allows(live.space, text):
+                raise self._ignored(text)  # before any step: this batch's trials are rerun on resume
+        for live, text in zip(lives, gen.texts):
             self._step(live, text)
         self._guard(lives)
+
+    def _ignored(self, text: str) -> ConstraintIgnoredError:
+        """A constrained action line outside its actions, not cut by the token limit: the grammar was ignored."""
+        where = f" at {self.actor.base_url}" if hasattr(self.actor, "base_url") else ""
+        return ConstraintIgnoredError(
+            f"stopped: the actor {self.actor.name}{where} answered {text[:60]!r}, none of the actions its request "
+            "allowed: it ignores grammars (vLLM and llama.cpp's server honour them); serve the actor with one of "
+            "those, or set RETRO_ACTOR__CONSTRAIN_ACTIONS=false for the unconstrained ReAct")
 
     def _guard(self, lives: list[Live]) -> None:
         if self.action_guard is not None:

@@ -55,4 +55,5 @@ def make_spec(settings: Settings, models: Models, mode: str, env: str, split: st
         retro_top_p=settings.retrospective.top_p, reflections_per_failure=branches,
         branch_temperature=r.branch_temperature if branches > 1 else 0.0,
         scoring="hotpotqa_return=f1" if env == "hotpotqa" and r.hotpotqa_return == "f1" else "",
+        constrain_actions=settings.actor.constrains_actions(),
     )

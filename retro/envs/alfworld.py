@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from retro.config import DATASETS_DIR, Settings
-from retro.envs.base import StepResult, Task
+from retro.envs.base import ActionSpace, StepResult, Task
 from retro.envs.fewshot import (
     alfworld_plan,
     detour_places,
@@ -244,6 +244,10 @@ class ALFWorldEpisode:
         info = {"invalid": invalid, "success": won, "score": float(won),
                 "admissible_commands": self.admissible}
         return StepResult(observation, 1.0 if won else 0.0, self.done, info)
+
+    def actions(self) -> ActionSpace:
+        """The game's admissible commands at this step, those the environment's parser reads back as written."""
+        return ActionSpace(choices=tuple(c for c in dict.fromkeys(self.admissible) if parse_command(c) == c))
 
     def close(self) -> None:
         if self.env is not None:

@@ -36,13 +36,16 @@ class StepResult:
 class ActionSpace:
     """The actions that exist at one step, in the environment's own syntax, knowing nothing of LLMs.
 
-    `choices` are whole actions (ALFWorld's `go to desk 1`, WebShop's `click[Buy Now]`); `forms` are actions
-    with free text inside, as (prefix, suffix) pairs: `("Search[", "]")` is `Search[` + any text without a
-    newline or the suffix + `]`. An empty space (no choice, no form) means no action is possible now.
+    `choices` are whole actions (ALFWorld's `go to desk 1`, WebShop's `click[buy now]`); `forms` are actions
+    with free text inside, as (prefix, suffix) pairs: `("Search[", "]")` is `Search[` + text + `]`, the text
+    being one line with at least one letter or digit and none of the suffix's characters or `text_excludes`
+    (a bracket syntax reads no bracket inside its argument). An empty space (no choice, no form) means no
+    action is possible now.
     """
 
     choices: tuple[str, ...] = ()
     forms: tuple[tuple[str, str], ...] = ()
+    text_excludes: str = ""  # characters no form's text may hold, besides a newline and its suffix's
 
     @property
     def empty(self) -> bool:

@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 
 from retro.config import DATASETS_DIR, Settings
-from retro.envs.actions import BracketActions
-from retro.envs.base import StepResult, Task
+from retro.envs.actions import BracketActions, bracket_forms
+from retro.envs.base import ActionSpace, StepResult, Task
 from retro.envs.text import exact_match, f1_score
 from retro.envs.wiki import Page, Wiki
 from retro.errors import DataError, UnknownEnvError
@@ -43,6 +43,7 @@ INVALID = (
 NO_ACTION = "Invalid action: write one action: Search[<topic>], Lookup[<keyword>] or Finish[<answer>]."
 OVER = "The episode is over: reset it to try again."
 NO_PAGE = "There is no paragraph to look in yet: Search[<topic>] first."
+ACTIONS = bracket_forms("Search", "Lookup", "Finish")  # at every step (a Lookup before any Search is answered)
 
 # "Action 2: search[ X ]." -> ("search", "X"): small models add labels, odd case and a full stop.
 _ACTION = re.compile(
@@ -87,6 +88,10 @@ class HotpotQAEpisode:
             return self._finish(arg)
         observation = self._search(arg) if verb == "search" else self._lookup(arg)
         return StepResult(observation, 0.0, False, {"invalid": False})
+
+    def actions(self) -> ActionSpace:
+        """The three verbs, each with free text: the same at every step."""
+        return ACTIONS
 
     def _search(self, entity: str) -> str:
         self.page, self.keyword, self.hits, self.cursor = self.wiki.page(entity), None, [], 0

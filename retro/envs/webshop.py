@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from retro.config import Settings
-from retro.envs.actions import BracketActions
-from retro.envs.base import StepResult, Task
+from retro.envs.actions import BracketActions, bracket_choices, bracket_forms
+from retro.envs.base import ActionSpace, StepResult, Task
 from retro.envs.webshop_catalog import DATA_DIR, Catalogue, ensure_catalogue, eval_indices, read_instructions
 from retro.envs.webshop_reward import score_purchase
 from retro.errors import UnknownEnvError
@@ -101,19 +101,33 @@ class WebShopEpisode:
         return {"search": self._search_page, "results": self._results_page, "item": self._item_page,
                 "description": self._sub_page, "features": self._sub_page}[self.page]()
 
-    def buttons(self) -> list[str]:
-        """What can be clicked on the current page (normalised names)."""
+    def labels(self) -> list[tuple[str, str]]:
+        """(as the worked examples write it, normalised name) of every button on the current page: product ids
+        and option values as the page shows them, the site's own buttons in lower case (`buy now`)."""
         if self.page == "search":
             return []
         if self.page == "results":
             first = self.page_no * PAGE_SIZE
             found = ["back to search"] + (["< prev"] if self.page_no > 0 else [])
             found += ["next >"] if first + PAGE_SIZE < len(self.results) else []
-            return found + [pid.lower() for pid, _, _ in self.results[first:first + PAGE_SIZE]]
-        if self.page == "item":
-            values = [v.lower() for vs in self.product["options"].values() for v in vs]
-            return ["back to search", "< prev", *values, "description", "features", "buy now"]
-        return ["back to search", "< prev"]
+            found += [pid for pid, _, _ in self.results[first:first + PAGE_SIZE]]
+        elif self.page == "item":
+            values = [v for vs in self.product["options"].values() for v in vs]
+            found = ["back to search", "< prev", *values, "description", "features", "buy now"]
+        else:
+            found = ["back to search", "< prev"]
+        return [(label, label.lower()) for label in found]
+
+    def buttons(self) -> list[str]:
+        """What can be clicked on the current page (normalised names)."""
+        return [name for _, name in self.labels()]
+
+    def actions(self) -> ActionSpace:
+        """`search[<query>]` on the search page; elsewhere `click[<button>]` for each button of this page that
+        a click names as written (an option value called "next" would click [Next >] instead: left out)."""
+        if self.page == "search":
+            return bracket_forms("search")
+        return bracket_choices("click", [label for label, name in self.labels() if _button(label) == name])
 
     # -- the protocol -------------------------------------------------------------------------------------------
     def reset(self) -> str:

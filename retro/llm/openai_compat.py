@@ -50,9 +50,10 @@ def prompt_chars(prompt: Prompt) -> str:
 
 
 def request_body(model: str, prompt: Prompt, params: GenParams, seed: int,
-                 extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+                 extra: dict[str, Any] | None = None, grammar: str | None = None) -> tuple[str, dict[str, Any]]:
     """(endpoint, JSON body) for one prompt: raw text -> /completions, chat -> /chat/completions; `extra`
-    names a served adapter (its model name, or llama-server's `lora`)."""
+    names a served adapter (its model name, or llama-server's `lora`); `grammar` (GBNF) constrains the
+    completion, in the field of each server that takes one (each ignores the other's)."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": params.max_new_tokens,
@@ -62,6 +63,8 @@ def request_body(model: str, prompt: Prompt, params: GenParams, seed: int,
     }
     if params.stop:
         body["stop"] = list(params.stop[:MAX_STOPS])
+    if grammar is not None:  # llama.cpp's server reads `grammar`; vLLM its structured outputs
+        body |= {"grammar": grammar, "structured_outputs": {"grammar": grammar}}
     body |= extra or {}
     if isinstance(prompt, str):
         return "/completions", body | {"prompt": prompt}
@@ -175,7 +178,8 @@ class OpenAIBackend:
             workers = max(1, min(self.settings.concurrency, len(prompts)))
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 futures = [
-                    pool.submit(self._one, client, prompt, params, params.row_seed(i), key)  # a seed per prompt
+                    pool.submit(self._one, client, prompt, params, params.row_seed(i), key,  # a seed per prompt
+                                params.row_grammar(i))
                     for i, prompt in enumerate(prompts)
                 ]
                 results = [f.result() for f in futures]
@@ -222,10 +226,11 @@ class OpenAIBackend:
                                        f"{self.setting_prefix}__BASE_URL")
 
     def _one(
-        self, client: httpx.Client, prompt: Prompt, params: GenParams, seed: int, key: str | None
+        self, client: httpx.Client, prompt: Prompt, params: GenParams, seed: int, key: str | None,
+        grammar: str | None = None,
     ) -> _Result:
         """One prompt with retries; never raises for HTTP trouble, the one-line error goes into the result."""
-        path, body = request_body(self.model, prompt, params, seed, self.extra)
+        path, body = request_body(self.model, prompt, params, seed, self.extra, grammar)
         url = self.base_url + path
         attempts = self.settings.retries + 1
         retrying = tenacity.Retrying(
@@ -246,6 +251,8 @@ class OpenAIBackend:
             p = self.setting_prefix
             fix = (f"give the server more context per request (llama-server: -c / -np; vLLM: --max-model-len) or "
                    f"lower {p}__CONTEXT_WINDOW" if "context" in str(err).lower() else
+                   f"it takes no grammar of the actions: serve the actor with llama.cpp's server or vLLM, or set "
+                   f"{p}__CONSTRAIN_ACTIONS=false" if grammar is not None and _about_grammar(str(err)) else
                    f"check {p}__MODEL and the API key in ${self.settings.api_key_env}")
             return _Result(error=f"LLM server at {self.base_url} refused the request ({err}): {fix}", refused=err)
         except _Unexpected as err:
@@ -314,6 +321,11 @@ class OpenAIBackend:
             self.retried += 1
         reason = state.outcome.exception() if state.outcome else "?"
         log.warning("retrying %s (attempt %d of %d) after: %s", url, state.attempt_number + 1, attempts, reason)
+
+
+def _about_grammar(reason: str) -> bool:
+    """Whether a refusal names the grammar fields (an unknown field, or a grammar the server cannot parse)."""
+    return any(word in reason.lower() for word in ("grammar", "structured_output"))
 
 
 def _retry_after(resp: httpx.Response) -> float:
