@@ -172,6 +172,16 @@ class EvalSettings(Section):
     trials: int = Field(3, ge=1)
 
 
+class NightlySettings(Section):
+    """The nightly flow's training rollout (`retro nightly`, 'nightly-retrain/nightly'), on top of `rollout`: it
+    collects training data, so it samples branches, as the branches bench measured (bench/RESULTS.md section 8:
+    G = 4 gave 6 ratings that are not 0 and 14 reward pairs where G = 1 gave 1 and 0). `retro rollout` keeps
+    rollout's own values; held-out evaluations always play one reflection per failure."""
+
+    reflections_per_failure: int = Field(4, ge=1, le=32)  # G of the night's rollout (rollout.reflections_per_failure)
+    hotpotqa_return: Literal["em", "f1"] = "f1"  # F1 tells more branches of a small actor apart than exact match
+
+
 class ScheduleSettings(Section):
     nightly_cron: str = "0 2 * * *"  # 02:00 UTC
     timezone: str = "UTC"
@@ -217,6 +227,7 @@ class Settings(BaseSettings):
     dataset: DatasetSettings = DatasetSettings()
     train: TrainSettings = TrainSettings()
     eval: EvalSettings = EvalSettings()
+    nightly: NightlySettings = NightlySettings()
     schedule: ScheduleSettings = ScheduleSettings()
 
     @classmethod

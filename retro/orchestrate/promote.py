@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from retro.agent import spec as run_spec  # through the module: tests swap load_models for scripted LLMs
 from retro.agent.request import RolloutRequest, with_mode
-from retro.agent.runner import RunResult
+from retro.agent.runner import ProgressFn, RunResult
 from retro.config import Settings
 from retro.orchestrate.rollout import rollout
 from retro.store import queries, registry
@@ -60,16 +60,17 @@ def _record(lake: Lake, model_id: str, result: RunResult, env: str, split: str) 
 
 
 def evaluate_candidate(settings: Settings, lake: Lake, request: RolloutRequest, candidate: str, *,
-                       flow_run_id: str | None = None, models_for: ModelsFor | None = None) -> Comparison:
+                       flow_run_id: str | None = None, models_for: ModelsFor | None = None,
+                       progress: ProgressFn | None = None) -> Comparison:
     """Run candidate and incumbent on the held-out request (`held_out_request`), record both, promote the
-    candidate if better."""
+    candidate if better. `progress` hears both arms' runners as they go."""
     settings = held_out_settings(settings)
     models_for = models_for or (lambda arm: run_spec.load_models(settings, arm))
     promoted = registry.promoted_model(lake)
     incumbent = promoted.model_id if promoted else BASE
 
     def run(arm: RolloutRequest) -> RunResult:
-        return rollout(settings, lake, arm, flow_run_id=flow_run_id, models=models_for(arm))
+        return rollout(settings, lake, arm, flow_run_id=flow_run_id, models=models_for(arm), progress=progress)
 
     cand = run(with_mode(settings, lake, request, "retroformer", candidate))
     inc = run(with_mode(settings, lake, request, "retroformer", incumbent) if promoted
