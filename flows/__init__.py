@@ -9,7 +9,5 @@ from retro.config import load_settings
 os.environ.setdefault("PREFECT_HOME", str(load_settings().home.resolve() / "prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "retro")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-# retro's loggers also log outside flows (e.g. `retro demo`'s comparison after the nightly flow)
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# retro's own log lines reach the run log through flows/logs.py (whatever the import order and root level)

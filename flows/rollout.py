@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task, unmapped
+from prefect import flow, task, unmapped
 
+from flows.artifacts import publish_rollout
 from flows.common import current_flow_run_id, open_lake, retry_transient
+from flows.logs import rollout_progress, run_logger
 from retro.agent.request import RolloutRequest, rollout_request
 from retro.config import Settings
 from retro.orchestrate.rollout import rollout
@@ -23,9 +25,13 @@ from retro.orchestrate.shards import ShardPlan, ShardResult, commit_shards, plan
 
 
 def _summary(result) -> dict[str, Any]:
-    get_run_logger().info("run %s: success by trial %s, %s new rows, %.1f tok/s", result.run_id,
-                          [round(x, 3) for x in result.success_by_trial], result.written, result.tokens_per_second)
-    return {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written}
+    """The run's result as small values, logged and published as the run's `rollout` artifact."""
+    run_logger().info("run %s: success by trial %s, %s new rows, %.1f tok/s", result.run_id,
+                      [round(x, 3) for x in result.success_by_trial], result.written, result.tokens_per_second)
+    summary = {"run_id": result.run_id, "success_by_trial": result.success_by_trial, "written": result.written,
+               "tokens_per_second": result.tokens_per_second}
+    publish_rollout(summary)
+    return summary
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
@@ -37,9 +43,11 @@ def request_task(options: dict[str, Any], overrides: dict[str, Any] | None = Non
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_transient)
 def rollout_task(request: RolloutRequest, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A batch of episodes (the whole run): resumable, so a retry continues where the last try stopped."""
+    """A batch of episodes (the whole run): resumable, so a retry continues where the last try stopped. Its
+    progress (episodes, tasks solved so far, tok/s) and each finished round go to the run log as it plays."""
     settings, lake = open_lake(overrides)
-    return _summary(rollout(settings, lake, request, flow_run_id=current_flow_run_id()))
+    progress = rollout_progress(f"rollout {request.mode} {request.env}/{request.split}")
+    return _summary(rollout(settings, lake, request, flow_run_id=current_flow_run_id(), progress=progress))
 
 
 # -- fan-out ----------------------------------------------------------------------------------------------
@@ -52,7 +60,7 @@ def plan_shards_task(request: RolloutRequest, overrides: dict[str, Any] | None =
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=retry_transient)
 def rollout_shard_task(plan: ShardPlan, index: int, flow_run_id: str | None) -> ShardResult:
     """One shard on one Dask worker, into Parquet files; reads the lake, never writes it."""
-    return run_shard(plan, index, flow_run_id)
+    return run_shard(plan, index, flow_run_id, progress=rollout_progress(f"shard {index}"))
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 
+from flows.artifacts import EXAMPLE_PAIRS, publish_datasets, publish_training
 from flows.common import open_lake, retry_transient
+from flows.logs import run_logger
 
 
 @task(retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retry_transient)
@@ -19,18 +21,29 @@ def build_datasets_task(overrides: dict[str, Any] | None = None) -> dict[str, An
 
     settings, lake = open_lake(overrides)
     versions = {name: dv.version for name, dv in build_datasets(settings, lake).items()}
-    get_run_logger().info("data sets: %s", versions)
+    run_logger().info("data sets: %s", versions)
     return versions
 
 
 @task
 def train_task(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Data sets at one snapshot, then SFT -> reward model -> PPO; a stage without data is skipped."""
-    from retro.train.pipeline import train_all
+    """Data sets at one snapshot, then SFT -> reward model -> PPO, each step logged as it trains; a stage
+    without data is skipped, and says so (log and `training` artifact) with what to change."""
+    from retro.store.registry import get_model_version
+    from retro.train.datasets import get_dataset_version
+    from retro.train.pipeline import NEXT_STEP, train_all
 
+    log = run_logger()
     settings, lake = open_lake(overrides)
     result = train_all(settings, lake)
-    get_run_logger().info("training: %s", result)
+    log.info("training: %s", result)
+    for stage, why in result["skipped"].items():
+        log.warning("%s trained nothing tonight: %s. What to change: %s", stage, why,
+                    NEXT_STEP.get(stage, NEXT_STEP["policy"]))
+    pairs = get_dataset_version(lake, "reward_pairs", result["datasets"]["reward_pairs"]).frame()
+    publish_datasets(result, pairs.head(EXAMPLE_PAIRS).to_dicts())
+    stages = ("sft", "rm", result["trainer"])
+    publish_training(result, {s: get_model_version(lake, result[s]).metrics for s in stages if result[s]})
     return result
 
 

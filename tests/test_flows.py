@@ -109,6 +109,7 @@ def test_nightly_flow_collects_rates_trains_evaluates_and_reruns_idempotently(ha
                                                                               tiny_model_dir):
     """The whole night on the real engine: scripted actor on the toy env, real trainers on a tiny model."""
     from flows.nightly import nightly_flow
+    from retro.config import load_settings
 
     overrides = {"preset": "tiny", "retrospective": {"model": str(tiny_model_dir), "max_new_tokens": 8},
                  "train": {"max_length": 256, "batch_size": 2, "ppo_total_episodes": 4,
@@ -116,7 +117,8 @@ def test_nightly_flow_collects_rates_trains_evaluates_and_reruns_idempotently(ha
     night = nightly_flow(env="toy", tasks=4, trials=2, tag="night-1", overrides=overrides)
 
     assert night["rollout"]["success_by_trial"] == [0.0, 1.0]  # toy reflections carry the fix
-    assert night["ratings"] == 4  # one reflection per task, each followed by a trial
+    G = load_settings().nightly.reflections_per_failure  # the night's branches: G reflections per failure
+    assert night["ratings"] == 4 * G  # the toy's reflections are all alike: every branch succeeds, rated 1
     assert set(night["datasets"]) == {"sft", "reward", "reward_pairs", "ppo", "replay"}
     candidate = night["trained"]["candidate"]
     assert candidate == night["trained"]["sft"]  # every rating is 1: one class, so no reward model and no PPO
@@ -143,7 +145,7 @@ def test_nightly_flow_collects_rates_trains_evaluates_and_reruns_idempotently(ha
     assert again["rollout"]["success_by_trial"] == [0.0, 1.0]
     assert again["ratings"] == unrated  # only what was new; nothing rated twice
     assert train_counts(lake) == night_train  # the night's collection and labels are not redone
-    keys = "SELECT count(*) - count(DISTINCT (run_id, task_id, trial, label_version)) FROM lake.ratings"
+    keys = "SELECT count(*) - count(DISTINCT (run_id, task_id, trial, sample, label_version)) FROM lake.ratings"
     assert lake.read(keys).item() == 0  # nothing rated twice
     # the same rows, settings and code give the same (content-addressed) candidate: nothing is trained or
     # evaluated twice

@@ -218,14 +218,14 @@ def plot_comparison(table: pl.DataFrame, title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def comparison_table(table: pl.DataFrame) -> pl.DataFrame:
-    """The pasteable table: per arm and trial, F1 and success with CIs, and the difference to reflexion."""
+def comparison_table(table: pl.DataFrame, baseline: str = "reflexion") -> pl.DataFrame:
+    """The pasteable table: per arm and trial, F1 and success with CIs, and the difference to the baseline arm."""
     def ci(metric: str) -> pl.Expr:
         return pl.format("{} [{}, {}]", *(pl.col(c).round(3) for c in (metric, f"{metric}_lo", f"{metric}_hi")))
 
     columns = [pl.col("arm"), pl.col("trial"), ci("f1").alias("F1 [95% CI]"), ci("success").alias("success [95% CI]")]
     if "d_f1" in table.columns:
-        columns += [ci("d_f1").alias("F1 - reflexion"), ci("d_success").alias("success - reflexion")]
+        columns += [ci("d_f1").alias(f"F1 - {baseline}"), ci("d_success").alias(f"success - {baseline}")]
     return table.select(columns)
 
 

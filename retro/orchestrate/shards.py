@@ -21,7 +21,7 @@ from typing import Any
 
 from retro.agent import spec as run_spec  # through the module: tests swap load_models for scripted LLMs
 from retro.agent.request import RolloutRequest, pick_tasks
-from retro.agent.runner import Runner, RunResult
+from retro.agent.runner import ProgressFn, Runner, RunResult
 from retro.config import Settings, load_settings
 from retro.envs import get_env
 from retro.eval.metrics import success_by_trial
@@ -71,7 +71,7 @@ def plan_shards(settings: Settings, lake: Lake, request: RolloutRequest) -> Shar
 
 
 def run_shard(plan: ShardPlan, index: int, flow_run_id: str | None = None,
-              models: run_spec.Models | None = None) -> ShardResult:
+              models: run_spec.Models | None = None, progress: ProgressFn | None = None) -> ShardResult:
     """Step 2, on a worker: run shard `index` of the plan into `<staging>/<run_id>/shard-NN/*.parquet`."""
     settings = load_settings(**plan.settings)
     lake = Lake(settings, create=False)
@@ -86,7 +86,7 @@ def run_shard(plan: ShardPlan, index: int, flow_run_id: str | None = None,
         resumed = staging.seed(lake, spec.run_id, shard)
         runner = Runner(staging, environment, models.actor, models.retro, spec, flow_run_id=flow_run_id,
                         config_json=settings.config_json(), config_hash=settings.config_hash(),
-                        code_version=code_version(), shard=shard)
+                        code_version=code_version(), shard=shard, progress=progress)
         result = runner.run()
         folder = shard_dir(settings.staging_dir / spec.run_id, index)
         staged = staging.flush(folder)

@@ -77,3 +77,28 @@ def rating_candidates(lake: Lake, label_version: str) -> pl.DataFrame:
 
 def record_ratings(lake: Lake, ratings: pl.DataFrame) -> int:
     return lake.append({"ratings": ratings.with_columns(pl.lit(now()).alias("labelled_at"))})["ratings"]
+
+
+def rating_spread(lake: Lake, run_id: str) -> dict[str, Any]:
+    """How a run's reflections were rated (newest label version): counts by sign, and over the failures with
+    several reflections (branches) how many were rated apart, the spread, and the reward pairs they give."""
+    return lake.read(
+        """
+        WITH rated AS (
+            SELECT task_id, trial, sample, rating FROM lake.reflection_quality
+            WHERE run_id = $run_id AND rating IS NOT NULL
+        ),
+        groups AS (SELECT * FROM lake.reflection_groups WHERE run_id = $run_id AND n_samples > 1)
+        SELECT (SELECT count(*) FROM rated) AS rated,
+               (SELECT count(*) FILTER (WHERE rating > 0) FROM rated) AS positive,
+               (SELECT count(*) FILTER (WHERE rating = 0) FROM rated) AS zero,
+               (SELECT count(*) FILTER (WHERE rating < 0) FROM rated) AS negative,
+               (SELECT round(avg(rating), 4) FROM rated) AS mean_rating,
+               (SELECT count(*) FROM groups) AS failures_with_branches,
+               (SELECT count(*) FILTER (WHERE NOT all_equal) FROM groups) AS rated_apart,
+               (SELECT round(avg(spread), 4) FROM groups) AS mean_spread,
+               (SELECT max(spread) FROM groups) AS max_spread,
+               (SELECT count(*) FROM rated a JOIN rated b USING (task_id, trial) WHERE a.rating > b.rating) AS pairs
+        """,
+        {"run_id": run_id},
+    ).row(0, named=True)

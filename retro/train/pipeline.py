@@ -20,12 +20,21 @@ from retro.train.sft import train_sft
 
 log = logging.getLogger(__name__)
 
+NEXT_STEP = {  # what to change when a stage trains nothing: the settings that give it data
+    "sft": "no reflection was rated above dataset.positive_threshold: play more training tasks (rollout.tasks, "
+           "or the nightly's tasks parameter) or write more reflections per failure (nightly.reflections_per_failure)",
+    "rm": "no two reflections of one prompt were rated apart and the ratings are one class: more training tasks "
+          "or more reflections per failure (nightly.reflections_per_failure) give pairs",
+    "policy": "the policy stage needs a reward model (see the reward model's line), or train.reward=environment "
+              "with train.trainer grpo or rloo",
+}
+
 
 def train_all(settings: Settings, lake: Lake, snapshot: int | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns small values for flows and the CLI:
 
-    {"snapshot": int, "datasets": {name: version}, "sft"|"rm"|<trainer>: model_id or None,
-     "trainer": "ppo"|"grpo"|"rloo", "skipped": {stage: reason},
+    {"snapshot": int, "datasets": {name: version}, "rows": {name: row count},
+     "sft"|"rm"|<trainer>: model_id or None, "trainer": "ppo"|"grpo"|"rloo", "skipped": {stage: reason},
      "candidate": the adapter to evaluate (the policy stage's, else sft's, else None)}
     """
     trainer = settings.train.trainer
@@ -46,6 +55,7 @@ def train_all(settings: Settings, lake: Lake, snapshot: int | None = None) -> di
         "trainer": trainer,
         "snapshot": data["sft"].snapshot_id if snapshot is None else snapshot,
         "datasets": {name: dv.version for name, dv in data.items()},
+        "rows": {name: dv.row_count for name, dv in data.items()},
         "skipped": {stage: r.reason for stage, r in stages.items() if isinstance(r, Skipped)},
     }
     for stage, r in stages.items():
