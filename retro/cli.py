@@ -10,7 +10,8 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError  # the class typer raises; typer is pinned
 
 from retro.commands import lake as lake_cmd
-from retro.commands.common import err_console
+from retro.commands.common import err_console, error_line
+from retro.config import load_settings
 from retro.errors import RetroError
 
 app = typer.Typer(
@@ -19,6 +20,16 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _settings_first() -> None:
+    """Every command reads the settings: a broken retro.toml or RETRO_* variable ends it here, as one line
+    naming the file or variable, before any command could print a table of per-item errors instead."""
+    if "--help" not in sys.argv[1:]:  # help stays readable (typer clears the args before this runs)
+        load_settings()
+
+
 app.command(name="sql")(lake_cmd.sql)
 app.add_typer(lake_cmd.app, name="lake")
 
@@ -46,7 +57,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except RetroError as err:
-        err_console.print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
+        err_console.print(error_line(str(err)), soft_wrap=True)
         sys.exit(1)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
@@ -57,7 +68,7 @@ def main() -> None:
         if isinstance(err, NoArgsIsHelpError):  # `retro lake` alone: the help is the answer
             err.show()
             sys.exit(0)
-        err_console.print(f"[bold red]error:[/bold red] {usage_error_line(err)}", highlight=False, soft_wrap=True)
+        err_console.print(error_line(usage_error_line(err)), soft_wrap=True)
         sys.exit(getattr(err, "exit_code", 2))
 
 

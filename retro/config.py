@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -289,13 +290,36 @@ def redact_password(text: str) -> str:
     return re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
 
 
+TOML_FILE = Path("retro.toml")  # read from the working directory (Settings.model_config)
+
+
+def _source(loc: tuple) -> str:
+    """Where the value at `loc` came from: the RETRO_* variable that is set (the field's or a section's, as
+    JSON), else retro.toml (named by its full path), else the command's own options."""
+    for depth in range(len(loc), 0, -1):
+        name = "RETRO_" + "__".join(str(p).upper() for p in loc[:depth])
+        if any(key.upper() == name for key in os.environ):
+            return name
+    return str(TOML_FILE.resolve()) if TOML_FILE.is_file() else "the command's options"
+
+
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "settings"
-    env = "RETRO_" + "__".join(str(p).upper() for p in first["loc"])
+    source = _source(first["loc"])
     if first["type"] == "extra_forbidden":
-        return f"unknown setting '{where}': remove it from {env} / retro.toml (see retro/config.py for the names)"
-    return f"bad setting '{where}' ({first['msg']}, got {first.get('input')!r}): fix {env} or retro.toml"
+        return f"unknown setting '{where}' in {source}: remove it (see retro/config.py for the names)"
+    return f"bad setting '{where}' in {source} ({first['msg']}, got {first.get('input')!r}): fix {source}"
+
+
+def _describe_unreadable(err: Exception) -> str:
+    """A retro.toml that is no TOML, or a RETRO_<SECTION> variable that is no JSON: name the one."""
+    if isinstance(err, tomllib.TOMLDecodeError):
+        return f"{TOML_FILE.resolve()} is not valid TOML ({err}): fix the file"
+    field = re.search(r'field "(\w+)"', str(err))
+    if field:
+        return f"RETRO_{field.group(1).upper()} is not valid JSON for section '{field.group(1)}': fix the variable"
+    return f"cannot read settings: {err}; fix {TOML_FILE} or the RETRO_* variables"
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -307,7 +331,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as err:
         raise ConfigError(_describe(err)) from None
     except (ValueError, OSError) as err:  # e.g. an unparsable retro.toml
-        raise ConfigError(f"cannot read settings: {err}; fix retro.toml or the RETRO_* variables") from None
+        raise ConfigError(_describe_unreadable(err)) from None
     _check_home(settings.home)
     return settings
 

@@ -100,6 +100,18 @@ REFUSED = [
     "SELECT 1 -- a comment\n; DROP TABLE lake.trials",
     "/* a */ SELECT 1 /* b */ ;/* c */DELETE FROM lake.trials",
     "SELECT * FROM lake.trials; SELECT * FROM ducklake_merge_adjacent_files('lake')",
+    # a PIVOT without IN list is several statements to DuckDB (issue 29): only DuckDB's own may come along
+    "PIVOT lake.trials ON env USING count(*); DROP TABLE lake.trials",
+    "PIVOT lake.trials ON env USING count(*); PIVOT lake.trials ON env USING count(*)",
+    "CREATE TYPE e AS ENUM (SELECT DISTINCT env FROM lake.trials); SELECT 1",
+    "COPY (PIVOT lake.trials ON env USING count(*)) TO 'PWNED.csv'",
+    "CREATE TABLE lake.x AS PIVOT lake.trials ON env USING count(*)",
+    "EXPLAIN ANALYZE PIVOT lake.trials ON env USING count(*)",
+    "PIVOT (FROM ducklake_merge_adjacent_files('lake')) ON files_processed USING count(*)",
+    "PIVOT (FROM lake . Merge_Adjacent_Files /* x */ ()) ON files_processed USING count(*)",
+    "PIVOT (SELECT * FROM \"ducklake_set_option\"('lake', 'data_inlining_row_limit', 10)) ON 1 USING count(*)",
+    "PIVOT (FROM query('SELECT 42 AS x')) ON x USING count(*)",
+    "PIVOT (FROM read_text('/etc/passwd')) ON filename USING count(*)",
 ]
 # Allowed to run, and harmless: settings they touch cannot reach a file, and they only read the lake.
 HARMLESS = [

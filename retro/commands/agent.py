@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from retro.commands.common import console, settings
 from retro.store import Lake
@@ -67,7 +68,8 @@ def _print_rollout(summary: dict, as_json: bool, timing: str) -> None:
         print(json.dumps(summary))
         return
     retried = f", {summary['retried']} model calls retried" if summary.get("retried") else ""
-    console.print(f"run [bold]{summary['run_id']}[/bold]: {summary['written']['trials']} new trials{timing}{retried}")
+    console.print(Text.assemble("run ", (summary["run_id"], "bold"),
+                                f": {summary['written']['trials']} new trials{timing}{retried}"))
     for i, rate in enumerate(summary["success_by_trial"]):
         console.print(f"  success after trial {i}: {rate:.0%}")
 

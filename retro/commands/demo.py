@@ -15,6 +15,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from retro.commands.common import console, print_frame, settings
 
@@ -100,7 +101,7 @@ def _print_night(night: dict[str, Any], trained: dict[str, Any]) -> None:
     trainer = trained.get("trainer", "ppo")
     console.print(f"models: sft={trained.get('sft')} rm={trained.get('rm')} {trainer}={trained.get(trainer)}")
     for stage, why in (trained.get("skipped") or {}).items():
-        console.print(f"  [yellow]{why}[/yellow] -> {FIXES.get(stage, FIXES['ppo'])}")
+        console.print(Text.assemble("  ", (str(why), "yellow"), f" -> {FIXES.get(stage, FIXES['ppo'])}"))
     evaluation = night.get("evaluation")
     if evaluation:
         console.print(f"evaluation: candidate {evaluation['candidate']} {evaluation['candidate_curve']} vs "

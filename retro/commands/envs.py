@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
+from rich.text import Text
 
-from retro.commands.common import console, print_frame, settings
+from retro.commands.common import as_text, console, print_frame, settings
 from retro.envs import Environment, Task, available_envs, get_env
 from retro.errors import RetroError, UnknownEnvError
 
@@ -21,17 +22,17 @@ def register(root: typer.Typer) -> None:
 
 
 def _show(text: str, style: str | None = None) -> None:
-    """Environment text verbatim: observations hold brackets that rich would read as markup."""
-    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+    """Environment text as written: observations hold brackets (the console reads no markup)."""
+    console.print(as_text(text, style or ""), soft_wrap=True)
 
 
 def describe_envs() -> list[dict[str, Any]]:
     """One row per (environment, split) with its task count, built-in and installed (entry points) alike;
     an environment that fails says why."""
-    rows = []
+    rows, s = [], settings()  # a settings error is the command's, not one environment's
     for name in available_envs():
         try:
-            counts = get_env(name, settings()).splits()
+            counts = get_env(name, s).splits()
         except (RetroError, ImportError, OSError) as err:  # a listing survives a missing environment
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             rows.append({"env": name, "split": None, "tasks": None, "status": f"unavailable: {reason}"})
@@ -95,7 +96,7 @@ def play(
     environment = get_env(env, settings())
     chosen = find_task(environment, task, split)
     episode = environment.start(chosen)
-    console.print(f"[bold]{env}[/bold] task {chosen.task_id} ({chosen.split}); `?` for help, `quit` to stop")
+    console.print(Text.assemble((env, "bold"), f" task {chosen.task_id} ({chosen.split}); `?` for help, `quit` to stop"))
     last_info: dict[str, Any] = {}
     try:
         _show(episode.reset())

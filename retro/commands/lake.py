@@ -14,7 +14,7 @@ from typing import Annotated
 import polars as pl
 import typer
 
-from retro.commands.common import console, err_console, print_frame, settings
+from retro.commands.common import console, err_console, error_line, print_frame, settings
 from retro.config import Settings
 from retro.errors import ConfigError
 from retro.store import Lake, run_readonly
@@ -74,8 +74,8 @@ def _deadline(timeout_s: float) -> Iterator[None]:
     """End the process GRACE_S after the timeout: interrupting a query cannot wake a read blocked in the
     kernel (a FIFO in a --read-dir folder), and the process's end frees the lake's lock."""
     def expire() -> None:
-        err_console.print(f"[bold red]error:[/bold red] query still running {GRACE_S:g} s after --timeout "
-                          f"{timeout_s:g} (blocked reading a file?): stopped", highlight=False, soft_wrap=True)
+        err_console.print(error_line(f"query still running {GRACE_S:g} s after --timeout {timeout_s:g} (blocked "
+                                     "reading a file?): stopped"), soft_wrap=True)
         os._exit(1)
 
     timer = threading.Timer(timeout_s + GRACE_S, expire)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
+from rich.text import Text
 
 from retro.commands.common import console, print_frame, settings
 
@@ -40,7 +41,7 @@ def _show_stage(result: Any, as_json: bool) -> None:
         if as_json:
             sys.stdout.write(json.dumps({"stage": result.stage, "skipped": result.reason}) + "\n")
         else:
-            console.print(f"[yellow]skipped[/yellow] {result.reason}", highlight=False)
+            console.print(Text.assemble(("skipped", "yellow"), " ", result.reason))
         return
     row = {"model_id": result.model_id, "stage": result.stage, "dataset_version": result.dataset_version,
            "parent_model_id": result.parent_model_id, "adapter_path": str(result.adapter_path),

@@ -7,18 +7,24 @@ The engine enforces it, on a connection of its own:
   and network access, and `lock_configuration` keeps a query from undoing that. A DuckLake maintenance
   function cannot write its new file, nor delete one DuckLake has scheduled for deletion (those are left
   out: no snapshot reads them);
-- DuckDB's own parser checks the text: exactly one statement, and a SELECT. `allowed_paths` opens a file
-  for writing as well as reading, so COPY could overwrite a lake file; EXPLAIN ANALYZE would run any
-  statement it explains (`--explain` explains a checked SELECT instead).
-The parser's tree also names every function called. DuckLake's functions are allowed only when they read
-(READ_FUNCTIONS): the engine stops the others' writes, but `ducklake_set_option` crashes the process on
-a read-only lake. For the same reason functions that run SQL given as text, out of the parser's sight,
-are refused (SQL_RUNNERS).
+- DuckDB's own parser checks the text: exactly one statement, and a SELECT (DESCRIBE, SUMMARIZE, SHOW,
+  FROM-first and UNPIVOT parse as SELECTs). `allowed_paths` opens a file for writing as well as reading, so
+  COPY could overwrite a lake file; EXPLAIN ANALYZE would run any statement it explains (`--explain`
+  explains a checked SELECT instead). A PIVOT without an IN list is the one statement DuckDB's parser
+  expands into more: CREATE TYPE statements it generates (a temporary ENUM of the pivoted values, with no
+  text of their own) before the SELECT; those are admitted, and nothing a user wrote but one statement.
+The parser's tree also names every function called (for a PIVOT, which DuckDB cannot serialize, the
+tokenizer finds every `name(` instead, which can only find more). DuckLake's functions are allowed only
+when they read (READ_FUNCTIONS): the engine stops the others' writes, but `ducklake_set_option` crashes
+the process on a read-only lake. For the same reason functions that run SQL given as text, out of the
+parser's sight, are refused (SQL_RUNNERS). With `--read-dir` folders open, so are the two functions that
+write a file where they are told (FILE_WRITERS): the folders are opened for reading.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +33,7 @@ import duckdb
 import polars as pl
 
 from retro.errors import LakeError
-from retro.store.lake import Lake
+from retro.store.lake import OBJECT_STORES, Lake
 
 LAKE = "lake"  # the catalog name the lake is attached as; `lake.snapshots()` is `ducklake_snapshots('lake')`
 
@@ -39,6 +45,8 @@ READ_FUNCTIONS = frozenset({
     "ducklake_table_insertions", "ducklake_table_deletions",
 })
 SQL_RUNNERS = frozenset({"query", "json_execute_serialized_sql"})  # run SQL text the check never sees
+FILE_WRITERS = frozenset({"enable_profiling", "enable_logging"})  # write a file in any folder the query may open
+_NAME = re.compile(r'"(?:[^"]|"")*"|[\w$]+')  # an identifier or keyword token's text, quoted or not
 
 
 def _parser() -> duckdb.DuckDBPyConnection:
@@ -68,47 +76,101 @@ def nodes(tree: object) -> Iterator[dict]:
             stack.extend(node)
 
 
-def _calls(tree: object) -> Iterator[dict]:
+Call = tuple[str, set[str]]  # a function's name and its qualifiers (catalog, schema), lower case
+
+
+def _calls(tree: object) -> Iterator[Call]:
     """Every function call (scalar, aggregate, window, table) in json_serialize_sql's tree."""
-    return (node for node in nodes(tree) if "function_name" in node)
+    for node in nodes(tree):
+        if "function_name" in node:
+            yield str(node["function_name"]).lower(), {str(node.get(k) or "").lower() for k in ("catalog", "schema")}
 
 
-def _refused_call(call: dict) -> str | None:
+def _tokens(sql: str) -> list[str]:
+    """DuckDB's tokens of `sql` as text (strings and comments never split or hide one)."""
+    starts = [start for start, _ in duckdb.tokenize(sql)]
+    tokens = []
+    for start, end in zip(starts, [*starts[1:], len(sql)], strict=True):
+        name = _NAME.match(sql, start, end)
+        tokens.append(name.group() if name else sql[start])
+    return tokens
+
+
+def _statement_count(tokens: list[str]) -> int:
+    """How many statements the user wrote: runs of tokens between `;` (a trailing one ends the last)."""
+    count, open_statement = 0, False
+    for token in [*tokens, ";"]:
+        if token == ";":
+            count += open_statement
+            open_statement = False
+        else:
+            open_statement = True
+    return count
+
+
+def _token_calls(tokens: list[str]) -> Iterator[Call]:
+    """Every `name(` in the tokens, with the `a.b.` before it; a quoted name loses its quotes."""
+    def bare(token: str) -> str:
+        return token[1:-1].replace('""', '"').lower() if token.startswith('"') else token.lower()
+
+    for i, token in enumerate(tokens[:-1]):
+        if tokens[i + 1] == "(" and _NAME.fullmatch(token):
+            qualifiers = {bare(tokens[j - 1]) for j in (i - 1, i - 3) if j >= 1 and tokens[j] == "."}
+            yield bare(token), qualifiers
+
+
+def _refused_call(call: Call, read_dirs: Sequence[Path]) -> str | None:
     """Why this call is refused, or None. `lake.merge_adjacent_files()` is DuckLake's function too."""
-    name = str(call["function_name"]).lower()
-    qualifiers = {str(call.get(key) or "").lower() for key in ("catalog", "schema")}
+    name, qualifiers = call
     if LAKE in qualifiers:
         name = "ducklake_" + name
     if name in SQL_RUNNERS:
         return f"{name}() runs SQL given as text, which this check cannot see; write that SQL directly"
     if name.startswith("ducklake_") and name not in READ_FUNCTIONS:
         return f"{name}() maintains the lake; lake changes go through retro commands"
+    if name in FILE_WRITERS and read_dirs:
+        return f"{name}() could write into a --read-dir folder; call it without --read-dir"
     return None
 
 
-def check_readonly(sql: str) -> str:
-    """Return the single statement if it is a SELECT calling no refused function; else a one-line LakeError."""
+def _refused_kind(parts: list[duckdb.Statement]) -> str:
+    """The statement type to name in a refusal: the user's, not a transaction DuckDB wraps around it."""
+    kinds = [part.type for part in parts if part.type != duckdb.StatementType.SELECT]
+    return ([kind for kind in kinds if kind != duckdb.StatementType.TRANSACTION] or kinds)[-1].name
+
+
+def _checked(sql: str, read_dirs: Sequence[Path]) -> tuple[str, bool]:
+    """(the text to run, whether DuckDB expands it into more statements: a PIVOT without IN list)."""
     con = _parser()
     try:
-        statements = con.extract_statements(sql)
-        if len(statements) != 1:
-            raise LakeError(f"retro sql runs exactly one statement, got {len(statements)}: split the query")
-        statement = statements[0]
-        if statement.type != duckdb.StatementType.SELECT:
-            raise LakeError(f"retro sql is read-only: {statement.type.name} statements are refused; use SELECT "
+        parts = con.extract_statements(sql)
+        written = _statement_count(_tokens(sql))
+        if written != 1 or not parts:
+            raise LakeError(f"retro sql runs exactly one statement, got {written}: split the query")
+        *generated, statement = parts
+        pivot_types = all(part.type == duckdb.StatementType.CREATE and not part.query for part in generated)
+        if statement.type != duckdb.StatementType.SELECT or not pivot_types:
+            raise LakeError(f"retro sql is read-only: {_refused_kind(parts)} statements are refused; use SELECT "
                             "(writes go through retro commands; for a plan, pass --explain)")
-        tree = syntax_tree(statement.query)
+        tree = {} if generated else syntax_tree(statement.query)
+        calls = list(_token_calls(_tokens(sql)) if generated else _calls(tree))
     except (duckdb.Error, RecursionError) as err:
         raise LakeError(f"cannot parse the query: {str(err).splitlines()[0]}") from None
     finally:
         con.close()
     if tree.get("error"):
         raise LakeError(f"cannot parse the query: {tree.get('error_message')}")
-    for call in _calls(tree):
-        why = _refused_call(call)
+    for call in calls:
+        why = _refused_call(call, read_dirs)
         if why:
             raise LakeError(f"retro sql is read-only: {why}")
-    return statement.query
+    return (sql, True) if generated else (statement.query, False)
+
+
+def check_readonly(sql: str, read_dirs: Sequence[Path] = ()) -> str:
+    """Return the statement to run if it is one SELECT (a PIVOT: with the types DuckDB generates for it)
+    calling no refused function; else a one-line LakeError."""
+    return _checked(sql, read_dirs)[0]
 
 
 def _lake_files(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[str]:
@@ -134,14 +196,26 @@ def _confine(con: duckdb.DuckDBPyConnection, lake: Lake, read_dirs: Sequence[Pat
     con.execute("SET lock_configuration = true")
 
 
+def _in_lake(lake: Lake, named: str) -> bool:
+    """Whether a path a query named (absolute or relative, a glob or a file) lies under the lake's data path."""
+    if not named or lake.data_path.startswith(OBJECT_STORES):
+        return named.startswith(lake.data_path) if named else False
+    return Path(named).expanduser().absolute().is_relative_to(Path(lake.data_path).expanduser().absolute())
+
+
 def _outside_error(lake: Lake, text: str) -> LakeError:
     """A file the query may not read; a lake data file the catalog names but the folder lacks is damage."""
     named = text.split('"')[1] if text.count('"') >= 2 else ""
-    lost = named.startswith(lake.data_path) and not any(c in named for c in "*?[") and not Path(named).exists()
-    if lost:
+    glob = any(c in named for c in "*?[")
+    if _in_lake(lake, named) and not glob and not Path(named).exists():
         return lake.unreadable_data_error(f"{named} is missing")
-    return LakeError(f"retro sql reads only the lake's own files ({text}): to read other files too, pass "
-                     "--read-dir DIR")
+    readable = ("the lake's own files are readable: its tables (lake.trials, ...), and its Parquet files each by "
+                "name (SELECT data_file FROM ducklake_list_files('lake', 'trials') lists them)")
+    if _in_lake(lake, named):
+        return LakeError(f"retro sql cannot read {named}: {readable}; a glob lists the lake's folder, which needs "
+                         f"--read-dir {lake.data_path}")
+    return LakeError(f"retro sql reads only the lake's own files, not {named or text}: {readable}; to read other "
+                     "files too, pass --read-dir DIR")
 
 
 def _run(con: duckdb.DuckDBPyConnection, lake: Lake, query: str, timeout_s: float) -> pl.DataFrame:
@@ -163,7 +237,10 @@ def _run(con: duckdb.DuckDBPyConnection, lake: Lake, query: str, timeout_s: floa
 def run_readonly(lake: Lake, sql: str, snapshot: int | None = None, timeout_s: float = 60.0,
                  explain: bool = False, read_dirs: Sequence[Path] = ()) -> pl.DataFrame:
     """Run one SELECT on a confined, read-only connection; `explain`: its plan instead."""
-    query = check_readonly(sql)
+    query, expanded = _checked(sql, read_dirs)
+    if explain and expanded:
+        raise LakeError("--explain cannot show a PIVOT without an IN list (DuckDB runs it as several statements): "
+                        "name the values, PIVOT ... ON col IN (v1, v2) ...")
     with lake.connect(write=False, snapshot=snapshot) as con:
         try:
             _confine(con, lake, read_dirs)
