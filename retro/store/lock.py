@@ -2,7 +2,9 @@
 
 flock(2) only tells that the lock is taken. So each holder also leaves a one-line JSON note (role, command,
 PID, since when) in `.lock.holders/` next to the lock while it holds it, and "lake is busy" can name them.
-A note whose process is gone (killed, crashed) is ignored and removed: the kernel released its lock then.
+A note whose process is gone (killed, crashed) is ignored, and removed by the next process that takes the
+lock: the kernel released its lock then. A note also records when its process started, so a later process
+given the same PID is never named as the holder.
 """
 
 from __future__ import annotations
@@ -31,11 +33,21 @@ def _command() -> str:
     return " ".join(words)[:60]
 
 
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks after boot, field 22 of /proc/PID/stat); None without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # after the command name, which may hold spaces
+
+
 def _leave_note(lock: Path, exclusive: bool) -> Path | None:
     """Write this holder's note; None where the folder is read-only (the lock still works)."""
     note = lock.parent / HOLDERS / f"{os.getpid()}-{next(_NOTES)}.json"
     record = {"role": "writer" if exclusive else "reader", "command": _command(), "pid": os.getpid(),
-              "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+              "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "started": _started(os.getpid())}
     try:
         note.parent.mkdir(exist_ok=True)
         note.write_text(json.dumps(record) + "\n")
@@ -48,12 +60,14 @@ def _alive(record: dict) -> bool:
     if record.get("host") != socket.gethostname():
         return True  # another machine's process: cannot tell, so believe the note
     try:
-        os.kill(int(record["pid"]), 0)
+        pid = int(record["pid"])
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, ValueError, KeyError, TypeError):
-        pass  # alive under another user, or a note this code cannot read: believe it
-    return True
+        return True  # alive under another user, or a note this code cannot read: believe it
+    started = _started(pid)
+    return record.get("started") is None or started is None or started == record["started"]  # else a new process
 
 
 def holders(lock: Path) -> list[dict]:
@@ -99,6 +113,7 @@ def file_lock(lock: Path, exclusive: bool, timeout_s: float) -> Iterator[None]:
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as handle:
         _acquire(handle, lock, exclusive, timeout_s)
+        holders(lock)  # removes the notes that killed processes left behind
         note = _leave_note(lock, exclusive)
         try:
             yield
