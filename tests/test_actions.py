@@ -300,6 +300,26 @@ def test_a_step_where_no_action_exists_ends_the_trial_without_a_request(settings
     assert actor.params[1].grammars == (action_grammar(ActionSpace(choices=("Look[]",))),)
 
 
+class Broken(toyenv.ToyEpisode):
+    def actions(self) -> ActionSpace:
+        raise KeyError("page")
+
+
+class BrokenEnv(toyenv.ToyEnv):
+    def start(self, task):
+        return Broken(task) if task.task_id == "eval-00" else toyenv.ToyEpisode(task)
+
+
+def test_an_episode_whose_actions_fail_ends_alone_as_an_environment_error(settings, lake, toy):
+    actor = Recording(toyenv.actor_policy)
+    settings.actor.constrain_actions = True
+    spec = make_spec(settings, Models(actor, None, None), "react", "toy", "eval", ["eval-00", "eval-01"], 1)
+    result = Runner(lake, BrokenEnv(), actor, None, spec).run()
+    trials = lake.read("SELECT task_id, n_steps, stop_reason, error FROM lake.trials WHERE run_id = ? ORDER BY "
+                       "task_id", [result.run_id]).rows()
+    assert trials == [("eval-00", 0, "env_error", "KeyError: 'page'"), ("eval-01", 1, "finished", None)]
+
+
 def test_an_episode_without_actions_runs_free(settings, lake, toy):
     actor = Recording(toyenv.actor_policy)
     settings.actor.constrain_actions = True

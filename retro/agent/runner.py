@@ -367,7 +367,12 @@ class Runner:
             return
         for live in acting:
             actions = getattr(live.episode, "actions", None)
-            live.space = actions() if actions is not None else None
+            try:
+                live.space = actions() if actions is not None else None
+            except Exception as err:  # noqa: BLE001 (an environment bug ends this episode, not the run)
+                log.warning("environment %s failed listing its actions: %s", self.spec.env, err)
+                live.done, live.stop_reason, live.error = True, "env_error", f"{type(err).__name__}: {err}"
+                continue
             if live.space is not None and live.space.empty:
                 live.done, live.stop_reason = True, "no_actions"
 
