@@ -72,9 +72,11 @@ def evaluate_candidate(settings: Settings, lake: Lake, request: RolloutRequest, 
     def run(arm: RolloutRequest) -> RunResult:
         return rollout(settings, lake, arm, flow_run_id=flow_run_id, models=models_for(arm), progress=progress)
 
-    cand = run(with_mode(settings, lake, request, "retroformer", candidate))
-    inc = run(with_mode(settings, lake, request, "retroformer", incumbent) if promoted
-              else with_mode(settings, lake, request, "reflexion"))
+    # both arms resolved (their adapters checked) before either loads a model
+    candidate_arm = with_mode(settings, lake, request, "retroformer", candidate)
+    incumbent_arm = (with_mode(settings, lake, request, "retroformer", incumbent) if promoted
+                     else with_mode(settings, lake, request, "reflexion"))
+    cand, inc = run(candidate_arm), run(incumbent_arm)
     _record(lake, candidate, cand, request.env, request.split)
     _record(lake, incumbent, inc, request.env, request.split)
     better = cand.success_by_trial[-1] > inc.success_by_trial[-1]

@@ -4,7 +4,9 @@ adapter traces back, through its dataset version and that version's lake snapsho
 learned from. No torch here: a rollout picks its adapter without loading a trainer.
 
 Next to every adapter lie `retro_config.json` (the resolved settings it was trained with, as
-nanoGPT keeps `config` in its checkpoints) and `metrics.json`.
+nanoGPT keeps `config` in its checkpoints) and `metrics.json`. Adapter folders and data set files are
+recorded relative to the home and resolved against the reader's (retro.store.artifacts): every row read
+here carries the path in the current home.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from retro.errors import ModelNotFoundError
+from retro.store.artifacts import adapter_place, dataset_place, home_path, stored_path
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -74,9 +77,22 @@ def _from_row(row: dict[str, Any]) -> ModelVersion:
 
 
 # -- rows ------------------------------------------------------------------------------------------------
+def _dataset_row(lake: Lake, df: pl.DataFrame) -> dict[str, Any] | None:
+    """The first row, its data set file resolved in this lake's home."""
+    if not df.height:
+        return None
+    row = df.row(0, named=True)
+    place = dataset_place(row["dataset"], row["version"])
+    return {**row, "path": str(home_path(lake.settings.home, row["path"], place))}
+
+
+def _adapter_path(lake: Lake, model_id: str, stored: str | None) -> str | None:
+    return None if stored is None else str(home_path(lake.settings.home, stored, adapter_place(model_id)))
+
+
 def dataset_version_row(lake: Lake, dataset: str, version: str) -> dict[str, Any] | None:
     df = lake.read("SELECT * FROM lake.dataset_versions WHERE dataset = ? AND version = ?", [dataset, version])
-    return df.row(0, named=True) if df.height else None
+    return _dataset_row(lake, df)
 
 
 def latest_dataset_version_row(lake: Lake, dataset: str) -> dict[str, Any] | None:
@@ -86,12 +102,16 @@ def latest_dataset_version_row(lake: Lake, dataset: str) -> dict[str, Any] | Non
         "ORDER BY snapshot_id DESC, created_at DESC, version LIMIT 1",
         [dataset],
     )
-    return df.row(0, named=True) if df.height else None
+    return _dataset_row(lake, df)
 
 
 def model_version_row(lake: Lake, model_id: str) -> dict[str, Any] | None:
+    """The row of `model_id`, its adapter folder resolved in this lake's home."""
     df = lake.read("SELECT * FROM lake.model_versions WHERE model_id = ?", [model_id])
-    return df.row(0, named=True) if df.height else None
+    if not df.height:
+        return None
+    row = df.row(0, named=True)
+    return {**row, "adapter_path": _adapter_path(lake, model_id, row["adapter_path"])}
 
 
 def promoted_model_id(lake: Lake) -> str | None:
@@ -102,8 +122,8 @@ def promoted_model_id(lake: Lake) -> str | None:
 
 def model_versions_frame(lake: Lake) -> pl.DataFrame:
     """Every model version, oldest first, with `promoted` true on the one named by the newest promotion and
-    `served` saying where it was last seen served (NULL: never)."""
-    return lake.read(
+    `served` saying where it was last seen served (NULL: never); adapter folders in this lake's home."""
+    frame = lake.read(
         """
         WITH newest AS (
             SELECT model_id FROM lake.promotions ORDER BY promoted_at DESC, model_id DESC LIMIT 1
@@ -120,6 +140,8 @@ def model_versions_frame(lake: Lake) -> pl.DataFrame:
         ORDER BY m.created_at, m.model_id
         """
     )
+    paths = [_adapter_path(lake, m, p) for m, p in zip(frame["model_id"], frame["adapter_path"], strict=True)]
+    return frame.with_columns(pl.Series("adapter_path", paths, dtype=pl.String))
 
 
 # -- model versions --------------------------------------------------------------------------------------
@@ -137,7 +159,8 @@ def register_model_version(lake: Lake, version: ModelVersion) -> int:
     write_adapter_card(version)
     row = {
         "model_id": version.model_id, "stage": version.stage, "base_model": version.base_model,
-        "parent_model_id": version.parent_model_id, "adapter_path": str(version.adapter_path),
+        "parent_model_id": version.parent_model_id,
+        "adapter_path": stored_path(lake.settings.home, version.adapter_path),
         "dataset": version.dataset, "dataset_version": version.dataset_version,
         "config": _json(version.config), "metrics": _json(version.metrics),
         "created_at": version.created_at or datetime.now(UTC),

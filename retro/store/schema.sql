@@ -54,13 +54,15 @@ CREATE TABLE IF NOT EXISTS ratings (
     return_before DOUBLE, return_after DOUBLE, rating DOUBLE, labelled_at TIMESTAMPTZ
 );
 
--- [dataset, version]: a training set built by datasets/<dataset>.sql at one lake snapshot
+-- [dataset, version]: a training set built by datasets/<dataset>.sql at one lake snapshot; path is relative
+-- to $RETRO_HOME (absolute in lakes written before; retro.store.artifacts resolves both)
 CREATE TABLE IF NOT EXISTS dataset_versions (
     dataset VARCHAR, version VARCHAR, sql_hash VARCHAR, snapshot_id BIGINT,
     row_count BIGINT, path VARCHAR, params VARCHAR, created_at TIMESTAMPTZ
 );
 
--- [model_id]: a trained adapter (stage sft | rm | ppo) and where it came from
+-- [model_id]: a trained adapter (stage sft | rm | ppo | grpo | rloo) and where it came from; adapter_path is
+-- relative to $RETRO_HOME (absolute in lakes written before; retro.store.artifacts resolves both)
 CREATE TABLE IF NOT EXISTS model_versions (
     model_id VARCHAR, stage VARCHAR, base_model VARCHAR, parent_model_id VARCHAR,
     adapter_path VARCHAR, dataset VARCHAR, dataset_version VARCHAR,

@@ -24,6 +24,7 @@ import polars as pl
 from retro.config import DATASETS_DIR, Settings
 from retro.errors import ConfigError
 from retro.store import export, registry
+from retro.store.artifacts import dataset_place, stored_path
 from retro.store.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def dataset_version_id(sql_text: str, snapshot: int, params: dict[str, Any]) -> 
 
 
 def dataset_path(settings: Settings, name: str, version: str) -> Path:
-    return (settings.home / "datasets" / name / f"{version}.parquet").resolve()
+    return (settings.home / dataset_place(name, version)).resolve()
 
 
 def _from_row(row: dict[str, Any]) -> DatasetVersion:
@@ -130,7 +131,7 @@ def build_dataset(settings: Settings, lake: Lake, name: str, snapshot: int | Non
     )
     lake.append({"dataset_versions": [{
         "dataset": name, "version": version, "sql_hash": built.sql_hash, "snapshot_id": snapshot,
-        "row_count": rows, "path": str(path), "params": json.dumps(params, sort_keys=True),
+        "row_count": rows, "path": stored_path(settings.home, path), "params": json.dumps(params, sort_keys=True),
         "created_at": datetime.now(UTC),
     }]})
     log.info("built dataset %s v%s at snapshot %d: %d rows -> %s", name, version, snapshot, rows, path)

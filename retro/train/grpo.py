@@ -27,7 +27,7 @@ from retro.store.registry import ModelVersion, register_model_version, trained_b
 from retro.train import lora
 from retro.train.datasets import DatasetVersion, build_dataset
 from retro.train.env_reward import EnvironmentReward
-from retro.train.ppo import Parent, resolve_parent, save_policy
+from retro.train.ppo import Parent, check_parents, resolve_parent, save_policy
 from retro.train.result import Skipped, skip
 from retro.train.reward import reward_text, score_texts
 from retro.train.steps import step_history, step_logger
@@ -105,6 +105,7 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
         return done
 
     # 3. models, seeded from config
+    check_parents(policy_parent, rm)
     base, tokenizer = lora.seeded_base(settings)
     policy = lora.load_policy(base, policy_parent.adapter_path if policy_parent else None, tokenizer, merge=True)
     if by_environment:

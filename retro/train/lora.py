@@ -21,6 +21,7 @@ from retro.config import Settings
 from retro.errors import ModelNotFoundError
 from retro.llm.hf import fit_pad, use_pad_token
 from retro.provenance import code_version
+from retro.store.artifacts import adapter_place
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def model_id_for(settings: Settings, stage: str, frame: pl.DataFrame, parents: t
 
 
 def adapter_dir(settings: Settings, model_id: str) -> Path:
-    return (settings.models_dir / "adapters" / model_id).resolve()
+    return (settings.home / adapter_place(model_id)).resolve()
 
 
 def new_adapter(settings: Settings, model_id: str) -> tuple[Path, Path]:

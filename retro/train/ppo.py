@@ -23,6 +23,7 @@ from typing import Any
 
 from retro.config import Settings
 from retro.errors import ConfigError
+from retro.llm.base import read_adapter_config
 from retro.store.lake import Lake
 from retro.store.registry import (
     ModelVersion,
@@ -55,6 +56,13 @@ def resolve_parent(lake: Lake, given: Parent, stage: str, base_model: str) -> Mo
         raise ConfigError(f"{stage} model {version.model_id} was trained on {version.base_model}, not on "
                           f"{base_model}: retrain it or set RETRO_RETROSPECTIVE__MODEL to its base")
     return version
+
+
+def check_parents(*parents: ModelVersion | None) -> None:
+    """Each parent's adapter folder is there, or one line names the missing one, before any model loads."""
+    for parent in parents:
+        if parent is not None:
+            read_adapter_config(Path(parent.adapter_path), f"{parent.stage} model {parent.model_id}")
 
 
 def value_model_from(reward_model, settings: Settings):
@@ -163,6 +171,7 @@ def train_ppo(settings: Settings, lake: Lake, dataset_version: DatasetVersion | 
         return done
 
     # 3. models, seeded from config
+    check_parents(policy_parent, rm)
     base, tokenizer = lora.seeded_base(settings)
     policy = lora.load_policy(base, policy_parent.adapter_path if policy_parent else None, tokenizer, merge=True)
     reward = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
