@@ -65,15 +65,6 @@ def test_one_batched_call_per_step_across_episodes(settings, lake):
     assert models.retro.calls == 1
 
 
-def test_a_finished_run_frees_the_models_caches(settings, lake):
-    models = toyenv.models()
-    freed = []
-    models.actor.free_caches = lambda: freed.append("actor")
-    models.retro.free_caches = lambda: freed.append("retro")
-    run(settings, lake, tasks=2, trials=2, models=models)
-    assert sorted(freed) == ["actor", "retro"]  # once each, after the last episode
-
-
 def test_ratings_are_exact_return_differences(settings, lake):
     run(settings, lake, trials=3)
     assert rate_reflections(lake, "v1") == 4

@@ -302,10 +302,6 @@ class Runner:
                     texts.append(by_sample[0])
                 acting.append(self._start(task_id, live.trial + 1, texts))
             self._report(started)
-        for llm in {id(m): m for m in (self.actor, self.retro) if m is not None}.values():
-            free = getattr(llm, "free_caches", None)  # a local backend's kept keys/values: no episode continues
-            if free is not None:
-                free()
         return self._finish(started)
 
     def play(self, branches: Sequence[Branch]) -> list[float]:
