@@ -76,6 +76,11 @@ def test_served_deployment_runs_when_triggered(settings, lake, monkeypatch, tmp_
         flow_runs = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
         states = sorted(r["state_type"] for r in flow_runs)
         assert states[0] == "COMPLETED" and set(states[1:]) == {"SCHEDULED"}  # the nightly cron's next runs
+        # retro's own lines reach the served run's log (its process keeps the root logger at WARNING)
+        (done,) = [r["id"] for r in flow_runs if r["state_type"] == "COMPLETED"]
+        wait_for(lambda: any("label served: rated 3 reflections" in line["message"] for line in httpx.post(
+            f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [done]}}}, timeout=10).json()),
+            "retro's log line in the served run's log", timeout_s=60)
     finally:
         serve.send_signal(signal.SIGINT)  # what Ctrl-C on `just serve` sends
         try:
