@@ -16,7 +16,7 @@ from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from retro.train.pipeline import NEXT_STEP
+from retro.train.result import NEXT_STEP
 
 PUNCTUATION = frozenset(string.punctuation)
 EXAMPLE_PAIRS = 3  # reward pairs shown in the data sets' artifact

@@ -31,7 +31,8 @@ def train_task(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     without data is skipped, and says so (log and `training` artifact) with what to change."""
     from retro.store.registry import get_model_version
     from retro.train.datasets import get_dataset_version
-    from retro.train.pipeline import NEXT_STEP, train_all
+    from retro.train.pipeline import train_all
+    from retro.train.result import NEXT_STEP
 
     log = run_logger()
     settings, lake = open_lake(overrides)

@@ -199,7 +199,7 @@ def test_a_night_that_cannot_train_completes_and_says_which_stage_skipped_and_wh
     import retro.agent.spec as spec_module
     from flows.artifacts import text
     from flows.nightly import nightly_flow
-    from retro.train.pipeline import NEXT_STEP
+    from retro.train.result import NEXT_STEP
 
     def useless(settings, request):
         never = ScriptedLLM(lambda prompt, seed: "Next time use the word wrong.", name="scripted-retro", seeded=True)

@@ -20,15 +20,6 @@ from retro.train.sft import train_sft
 
 log = logging.getLogger(__name__)
 
-NEXT_STEP = {  # what to change when a stage trains nothing: the settings that give it data
-    "sft": "no reflection was rated above dataset.positive_threshold: play more training tasks (rollout.tasks, "
-           "or the nightly's tasks parameter) or write more reflections per failure (nightly.reflections_per_failure)",
-    "rm": "no two reflections of one prompt were rated apart and the ratings are one class: more training tasks "
-          "or more reflections per failure (nightly.reflections_per_failure) give pairs",
-    "policy": "the policy stage needs a reward model (see the reward model's line), or train.reward=environment "
-              "with train.trainer grpo or rloo",
-}
-
 
 def train_all(settings: Settings, lake: Lake, snapshot: int | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns small values for flows and the CLI:
