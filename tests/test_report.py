@@ -87,3 +87,17 @@ def test_curves_keep_the_splits_apart():
     series = mean_curves(view)
     by_split = {s: part["success_rate"].to_list() for (s,), part in series.group_by("split", maintain_order=True)}
     assert by_split == {"eval": [0.0, 0.25], "train": [0.0, 0.0]}  # not averaged into 0.125
+
+
+def test_figure_labels_are_text_never_math(tmp_path):
+    """A run or model id is drawn as written: `$\\foo$` in one is no formula (mathtext would refuse it)."""
+    from retro.eval.report import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1], label="ppo-$\\notacommand{$ [/INST]")
+    ax.set_title("run $x^$")
+    ax.legend()
+    fig.savefig(tmp_path / "f.png")
+    plt.close(fig)
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -102,6 +102,7 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # ids and labels are text: a `$` in one is no formula
     import matplotlib.pyplot as plt
 
     return plt
