@@ -129,8 +129,11 @@ def test_rollout_progress_reaches_the_run_log_while_the_task_still_runs(harness,
     assert progress and re.search(r"rollout reflexion toy/train: 3 of at most 6 episodes, 0/3 tasks solved so far, "
                                   r"[\d.]+ tok/s", "\n".join(progress)), lines
     assert result["success_by_trial"] == [0.0, 1.0]
-    final = run_logs(flow_run["id"])
-    assert any("success after trial 1: 3/3" in line for line in final)  # the next round, once it finished
+    final, deadline = run_logs(flow_run["id"]), time.monotonic() + 60
+    while not any("success after trial 1: 3/3" in line for line in final) and time.monotonic() < deadline:
+        time.sleep(1)  # Prefect ships run logs in batches, a moment after they are written
+        final = run_logs(flow_run["id"])
+    assert any("success after trial 1: 3/3" in line for line in final), final  # the next round, once it finished
 
 
 # -- a night on default settings ------------------------------------------------------------------------------
