@@ -80,6 +80,9 @@ def test_models_check_end_to_end(retro_home):
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["model"] == "smollm2-135m-instruct" and report["error"] is None
+    assert report["model"].startswith("embedded@llama.cpp-") and report["error"] is None
     assert "Paris" in report["reply"]
     assert report["completion_tokens"] > 0 and report["tokens_per_s"] > 0
+    engine = report["engine"]  # what runs, and how: named by the check
+    assert engine["engine"] == "llama.cpp" and engine["quantization"] == "q8_0" and engine["threads"] >= 1
+    assert engine["gguf"] == "smollm2-135m-instruct-q8_0.gguf" and report["prefill"] == "echoes"
