@@ -32,7 +32,7 @@ def rollout(checkout: Path, env: dict[str, str], tasks: int, trials: int) -> tup
     with tempfile.TemporaryDirectory() as home:
         run_env = {k: v for k, v in os.environ.items() if not k.startswith("RETRO_")}
         run_env |= {"RETRO_HOME": home, "PYTHONPATH": str(checkout), **env}
-        cmd = [sys.executable, "-m", "retro.cli", "rollout", "--env", "hotpotqa", "--split", "eval", "--mode",
+        cmd = [sys.executable, "-c", "from retro.cli import main; main()", "rollout", "--env", "hotpotqa", "--split", "eval", "--mode",
                "reflexion", "--tasks", str(tasks), "--trials", str(trials)]
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=checkout, env=run_env, capture_output=True, text=True, check=False)
