@@ -20,7 +20,7 @@ import time
 from common import bench_home, resumable_settings
 
 # environment, split, tasks, max steps (None: the environment's own: HotPotQA 7, WebShop 15, ALFWorld 50)
-FULL = (("hotpotqa", "eval", 10, None), ("webshop", "eval", 10, None), ("alfworld", "valid_unseen", 6, 30))
+FULL = (("hotpotqa", "eval", 10, None), ("webshop", "eval", 10, None), ("alfworld", "valid_unseen", 4, 20))
 QUICK = (("hotpotqa", "eval", 2, 5), ("webshop", "eval", 2, 5), ("alfworld", "valid_unseen", 2, 5))
 
 
