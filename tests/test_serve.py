@@ -8,6 +8,7 @@ runner, CLI trigger, flow run to Completed, lake effect, and a clean stop on Ctr
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -94,3 +95,53 @@ def test_served_deployment_runs_when_triggered(settings, lake, monkeypatch, tmp_
     assert code == 0, output[-2000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api}/health", timeout=2)  # the server went down with it
+
+
+def flow_run_logs(api: str, flow_run_id: str) -> list[str]:
+    return [line["message"] for line in httpx.post(f"{api}/logs/filter", json={
+        "logs": {"flow_run_id": {"any_": [flow_run_id]}}}, timeout=10).json()]
+
+
+def test_served_rollout_shows_its_rounds_in_the_run_log_while_it_runs(retro_home, tmp_path):
+    """A served `rollout/rollout` run on the real embedded engine: its per-round progress lines are in the
+    run's log, read through Prefect's API, while the flow run is still RUNNING (not only its final summary)."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "RETRO_HOME": str(retro_home), "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RETRO_ROLLOUT__MAX_STEPS": "2"}
+    log = (tmp_path / "serve.log").open("w")
+    serve = subprocess.Popen([str(BIN / "retro"), "serve", "--port", str(port)], cwd=ROOT, env=env,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: deployment_exists(api, "rollout/rollout"), "the served rollout deployment")
+        started = subprocess.run([str(BIN / "prefect"), "deployment", "run", "rollout/rollout", "--param",
+                                  "env=hotpotqa", "--param", "tasks=2", "--param", "trials=4"],
+                                 cwd=ROOT, env={**env, "PREFECT_API_URL": api}, capture_output=True, text=True,
+                                 timeout=120, check=False)
+        assert started.returncode == 0, started.stdout + started.stderr
+        seen_running: list[str] = []
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            (run,) = [r for r in httpx.post(f"{api}/flow_runs/filter", json={}, timeout=10).json()
+                      if r["deployment_id"] and r["state_type"] not in ("SCHEDULED",)] or [None]
+            if run is None:
+                time.sleep(1)
+                continue
+            lines = flow_run_logs(api, run["id"])
+            state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state_type"]
+            if state == "RUNNING" and any("success after trial 0" in line for line in lines):
+                seen_running = lines
+                break
+            if state in ("COMPLETED", "FAILED", "CRASHED"):
+                break
+            time.sleep(1)
+        assert seen_running, f"no round's progress in the log while the run ran: {state}, {lines[-5:]}"
+        assert any(re.search(r"rollout reflexion hotpotqa/eval: \d+ of at most \d+ episodes, .* tok/s", line)
+                   for line in seen_running), seen_running
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+        log.close()
