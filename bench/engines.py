@@ -4,8 +4,8 @@ torch engine it replaced; and batch-1 decode against the memory-bandwidth bound 
 Every row is its own `retro rollout` process on a fresh home (what a user runs: engine start and the GGUF's
 re-encoding included in the wall time; the HotPotQA corpus build too, the same for every row). The torch
 engine (the private kv-batch engine of retro/llm/ before this change) is run from an old checkout when
-RETRO_BENCH_TORCH_CHECKOUT names one (`git worktree add /tmp/torch dc21e45`); otherwise its row shows the
-figures measured when it was last run beside the others, with their date.
+RETRO_BENCH_TORCH_CHECKOUT names one (`git worktree add /tmp/torch dc21e45`); otherwise the section has no
+torch row (its last figures stay in bench/RESULTS.md's history).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from pathlib import Path
 
 from common import ROOT
 
-# the torch engine at dc21e45, measured in the same session as the llama.cpp rows (8 tasks x 2 trials)
-KEPT_TORCH = None  # (wall s, tok/s, date) once measured; filled in by hand from a run with the checkout
 ROWS = (("q8_0", 2), ("q4_1", 2), ("f16", 2), ("bf16", 2), ("q8_0", 1))
 QUICK_ROWS = (("q8_0", 2), ("q4_1", 2))
 DONE = re.compile(r"(\d+) new trials in (\d+)s \(([\d.]+) tok/s\)")
@@ -95,10 +93,6 @@ def run(quick: bool) -> list[str]:
                                                                    "RETRO_RETROSPECTIVE__BACKEND": "hf"}, tasks, trials)
         lines.append(f"| torch (private kv-batch engine, {Path(torch_checkout).name}) | bf16 | 2 | {torch_wall:.0f} s "
                      f"| {rate:.1f} | {success} | 1.00x |")
-    elif KEPT_TORCH:
-        torch_wall, rate, date = KEPT_TORCH
-        lines.append(f"| torch (private engine, kept figures of {date}) | bf16 | 2 | {torch_wall:.0f} s | {rate:.1f} "
-                     "| | 1.00x |")
     for quantization, threads in rows:
         env = {f"RETRO_{role}__{name}": value for role in ("ACTOR", "RETROSPECTIVE")
                for name, value in (("QUANTIZATION", quantization), ("THREADS", str(threads)))}
