@@ -62,7 +62,11 @@ class ModelSettings(Section):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     context_window: int = Field(2048, ge=256)  # prompt tokens kept; older trajectory steps are dropped
     batch_size: int = Field(16, ge=1)  # prompts per generate call (local backend)
-    concurrency: int = Field(8, ge=1)  # requests in flight (openai backend); the llamacpp engine's slots
+    concurrency: int = Field(8, ge=1)  # requests in flight (openai backend)
+    # llamacpp backend: sequences the engine decodes together, each with its own slot and prompt cache (KV memory
+    # = slots x 2 x context_window tokens, ~23 KB each for SmolLM2); None = the episodes a run steps together
+    # (tasks x branches), at most 32, so no episode's cached prompt is evicted by another's
+    slots: int | None = Field(None, ge=1)
     connect_timeout_s: float = Field(5.0, gt=0)  # openai backend: a server that does not accept by then is down
     # openai backend: the wait for an answer; a CPU llama-server prefilling 8 prompts of ~900 tokens at once
     # took over 60 s, and a retry only queues the same work again

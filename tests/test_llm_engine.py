@@ -69,6 +69,29 @@ def test_actor_and_base_retrospective_model_share_one_engine(settings):
     assert actor.engine is retro.engine
 
 
+def test_a_run_gets_one_slot_per_episode_stepping_together(settings):
+    from retro.agent.request import RolloutRequest
+    from retro.agent.spec import load_models
+
+    branched = settings.model_copy(update={"rollout": settings.rollout.model_copy(
+        update={"reflections_per_failure": 3})})
+    models = load_models(branched, RolloutRequest(env="hotpotqa", split="eval", mode="reflexion", tasks=2, trials=2))
+    assert models.actor.engine is models.retro.engine  # still one engine for both
+    assert models.actor.engine.spec.slots == 6  # 2 tasks, each a main line and 2 branches after a failure
+    assert models.actor.settings.concurrency == 6  # one request in flight per slot
+    react = load_models(settings, RolloutRequest(env="hotpotqa", split="eval", mode="react", tasks=3, trials=1))
+    assert react.actor.engine.spec.slots == 3
+
+
+def test_slots_follow_the_batch_up_to_a_cap_unless_set(settings):
+    from retro.llm.local import AUTO_SLOTS, slots_for
+
+    assert slots_for(settings.actor, None) == AUTO_SLOTS[0]  # no run: a default
+    assert slots_for(settings.actor, 5) == 5
+    assert slots_for(settings.actor, 10_000) == AUTO_SLOTS[1]  # KV memory grows with slots
+    assert slots_for(settings.actor.model_copy(update={"slots": 2}), 10_000) == 2  # the user's setting wins
+
+
 def test_usable_cpus_follow_affinity_and_omp(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert engine_mod.usable_cpus() == 1

@@ -24,25 +24,38 @@ class Models:
     retro_version: str | None  # "base", an adapter's model_id, or None in react mode
 
 
+def branches_for(settings: Settings, mode: str) -> int:
+    """Episodes per failed task in the next trial: its main line and its branches (react reflects on none)."""
+    return settings.rollout.reflections_per_failure if mode != "react" else 1
+
+
+def episodes_at_once(settings: Settings, request: RolloutRequest) -> int:
+    """The most episodes the request's run steps together (every task failing into all its branches): the
+    prompts of its largest batch, which sizes an in-process engine's slots."""
+    tasks = len(request.task_ids) if request.task_ids else request.sample or request.tasks
+    return max(1, tasks) * branches_for(settings, request.mode)
+
+
 def load_models(settings: Settings, request: RolloutRequest) -> Models:
     """The actor and, for reflexion/retroformer, the retrospective model (sharing one base when equal)."""
     from retro.llm import make_llm
 
     if request.mode == "retroformer" and request.adapter_path is None:
         raise ModelNotFoundError("a retroformer request without an adapter: build it with rollout_request")
-    actor = make_llm(settings.actor, settings)
+    batch = episodes_at_once(settings, request)
+    actor = make_llm(settings.actor, settings, batch=batch)
     if request.mode == "react":
         return Models(actor, None, None)
     if request.mode == "reflexion":
-        return Models(actor, make_llm(settings.retrospective, settings), "base")
-    return Models(actor, make_llm(settings.retrospective, settings, adapter_path=request.adapter_path),
+        return Models(actor, make_llm(settings.retrospective, settings, batch=batch), "base")
+    return Models(actor, make_llm(settings.retrospective, settings, adapter_path=request.adapter_path, batch=batch),
                   request.adapter)
 
 
 def make_spec(settings: Settings, models: Models, mode: str, env: str, split: str, task_ids: list[str],
               trials: int, tag: str = "") -> RolloutSpec:
     r = settings.rollout
-    branches = r.reflections_per_failure if mode != "react" else 1  # react writes no reflections
+    branches = branches_for(settings, mode)
     return RolloutSpec(
         env=env, split=split, mode=mode, task_ids=tuple(task_ids), trials=trials,
         max_steps=r.max_steps or env_class(env).max_steps,  # None: the environment's default

@@ -30,14 +30,16 @@ def make_llm(
     settings: Settings,
     adapter_path: str | None = None,
     name: str | None = None,
+    batch: int | None = None,
 ) -> LLM:
     """The backend `model_settings` names; `adapter_path` (a LoRA folder) loads on `hf`, and on `openai` names
-    the adapter the server serves (`adapter_server` says how)."""
+    the adapter the server serves (`adapter_server` says how). `batch`: the prompts a run sends at once (its
+    episodes stepping together), which sizes the in-process engine's slots."""
     role = "RETRO_RETROSPECTIVE" if model_settings is settings.retrospective else "RETRO_ACTOR"
     if model_settings.backend == "llamacpp":
         from retro.llm.local import local_backend  # the in-process llama.cpp engine
 
-        return local_backend(model_settings, settings, adapter_path, name, role)
+        return local_backend(model_settings, settings, adapter_path, name, role, batch)
     if model_settings.backend == "hf":
         path = resolve_model_path(settings, model_settings.model)
         from retro.llm.hf import HFBackend  # torch and transformers load only when a local model is wanted

@@ -129,7 +129,7 @@ def _start_error(spec: EngineSpec, err: Exception) -> Exception:
                                   "base model? Re-export it (retro models export --gguf MODEL_ID) or pick another")
     return ModelNotFoundError(f"llama.cpp could not load {spec.gguf} ({why}): the file is damaged or not a model GGUF; "
                               "delete it (the embedded one is rebuilt on the next run) or point RETRO_ACTOR__MODEL "
-                              "at a good one; with too little memory, lower RETRO_ACTOR__CONCURRENCY (slots)")
+                              "at a good one; with too little memory, lower RETRO_ACTOR__SLOTS")
 
 
 _engines: dict[EngineSpec, Engine] = {}

@@ -104,6 +104,12 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
     if (done := trained_before(lake, model_id)) is not None:
         return done
 
+    # an update samples `batch_size` reflections, as PPO's does: batch_size / num_generations prompts (at least
+    # one) x num_generations samples each; with the environment's reward each is played as one episode
+    t = settings.train
+    group = t.num_generations
+    completions = max(t.batch_size // group, 1) * group
+
     # 3. models, seeded from config
     check_parents(policy_parent, rm)
     base, tokenizer = lora.seeded_base(settings)
@@ -111,18 +117,14 @@ def train_group(settings: Settings, lake: Lake, dataset_version: DatasetVersion 
     if by_environment:
         from retro.llm import make_llm
 
-        reward_fn: RewardFn = EnvironmentReward(settings, lake, actor or make_llm(settings.actor, settings), frame,
-                                                model_id)
+        actor = actor or make_llm(settings.actor, settings, batch=completions)
+        reward_fn: RewardFn = EnvironmentReward(settings, lake, actor, frame, model_id)
     else:
         scorer = lora.load_reward_model(base, rm.adapter_path, tokenizer).eval().requires_grad_(False)
         reward_fn = RewardModelScore(scorer, tokenizer, settings.train.max_length)
     rows = [{**row, "prompt": [{"role": "user", "content": row["prompt"]}]} for row in frame.iter_rows(named=True)]
 
-    # 4. trl's Config + Trainer: an update samples `batch_size` reflections, as PPO's does: batch_size /
-    # num_generations prompts (at least one) x num_generations samples each
-    t = settings.train
-    group = t.num_generations
-    completions = max(t.batch_size // group, 1) * group
+    # 4. trl's Config + Trainer
     micro = lora.micro_batch(completions)
     final, work = lora.new_adapter(settings, model_id)
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algorithm == "grpo" else (RLOOConfig, RLOOTrainer)
