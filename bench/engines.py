@@ -25,12 +25,17 @@ QUICK_ROWS = (("q8_0", 2), ("q4_1", 2))
 DONE = re.compile(r"(\d+) new trials in (\d+)s \(([\d.]+) tok/s\)")
 
 
-def rollout(checkout: Path, env: dict[str, str], tasks: int, trials: int) -> tuple[float, float, str]:
+NIGHT = {"RETRO_PRESET": "tiny", "RETRO_ROLLOUT__REFLECTIONS_PER_FAILURE": "4", "RETRO_ROLLOUT__MAX_STEPS": "4",
+         "RETRO_ROLLOUT__HOTPOTQA_RETURN": "f1"}  # the demo's night (retro/commands/demo.py), on the train split
+
+
+def rollout(checkout: Path, env: dict[str, str], tasks: int, trials: int,
+            split: str = "eval") -> tuple[float, float, str]:
     """(wall s, generated tok/s, success line) of one `retro rollout` in its own process and home."""
     with tempfile.TemporaryDirectory() as home:
         run_env = {k: v for k, v in os.environ.items() if not k.startswith("RETRO_")}
         run_env |= {"RETRO_HOME": home, "PYTHONPATH": str(checkout), **env}
-        cmd = [sys.executable, "-c", "from retro.cli import main; main()", "rollout", "--env", "hotpotqa", "--split", "eval", "--mode",
+        cmd = [sys.executable, "-c", "from retro.cli import main; main()", "rollout", "--env", "hotpotqa", "--split", split, "--mode",
                "reflexion", "--tasks", str(tasks), "--trials", str(trials)]
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=checkout, env=run_env, capture_output=True, text=True, check=False)
@@ -100,6 +105,16 @@ def run(quick: bool) -> list[str]:
         ratio = f"{torch_wall / wall:.2f}x" if torch_wall else "n/a"
         lines.append(f"| llama.cpp in-process | {quantization} | {threads} | {wall:.0f} s | {rate:.1f} | {success} "
                      f"| {ratio} |")
+    lines += ["", (f"The demo's night ({tasks} HotPotQA train tasks x 2 trials, 4 reflections per failure each tried "
+              f"by its own branch, 4 steps, Q8_0 / 2 threads): up to {tasks * 4} episodes step together, on the 8 "
+              "slots of before and on one slot per episode (the default now):\n"),
+              "| slots | wall | generated tok/s | vs 8 slots |", "|---|---|---|---|"]
+    eight = None
+    for slots in ("8", ""):
+        wall, rate, _ = rollout(ROOT, {**NIGHT, "RETRO_ACTOR__SLOTS": slots, "RETRO_RETROSPECTIVE__SLOTS": slots}
+                                if slots else NIGHT, tasks, 2, split="train")
+        eight = eight or wall
+        lines.append(f"| {slots or f'{tasks * 4} (the batch)'} | {wall:.0f} s | {rate:.1f} | {eight / wall:.2f}x |")
     bandwidth = memory_bandwidth_gbs()
     lines += ["", (f"Batch-1 decode (one sequence, 128 tokens, llama.cpp's own timings, best of 3) against the bound "
               f"of streaming the weights once per token at this machine's read bandwidth ({bandwidth:.1f} GB/s, a "

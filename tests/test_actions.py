@@ -17,6 +17,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from retro.agent.constrain import ConstraintIgnoredError, action_grammar, allows
+from retro.agent.prompts import OUTCOME_NO_ACTIONS, OUTCOME_NO_ANSWER
 from retro.agent.runner import LATER_FIELDS, Runner
 from retro.agent.spec import Models, make_spec
 from retro.config import ActorSettings, ModelSettings
@@ -365,3 +366,13 @@ def test_decode_within_is_a_server_that_honours_the_grammar():
     assert decode_within(grammar, " Search[Paris]\n", 64) == " Search[Paris]"
     assert decode_within(grammar, " Search for Paris", 64) == " Search[a]"
     assert decode_within(grammar, "I think", 64) == " Finish[a]"
+
+
+def test_a_trial_ended_by_no_actions_is_told_so_to_the_retrospective_model(settings, lake, toy):
+    actor = ScriptedLLM(lambda p: " I look.\n" if p.endswith(":") and "Thought" in p[-12:] else " Look[]\n")
+    retro = ScriptedLLM(lambda p: "Reflection: Look elsewhere first.")
+    settings.actor.constrain_actions = True
+    spec = make_spec(settings, Models(actor, retro, "base"), "reflexion", "toy", "eval", ["eval-00"], 2)
+    result = Runner(lake, CorneredEnv(), actor, retro, spec).run()
+    prompt = lake.read("SELECT prompt FROM lake.reflections WHERE run_id = ?", [result.run_id]).item()
+    assert OUTCOME_NO_ACTIONS in prompt and OUTCOME_NO_ANSWER not in prompt

@@ -129,6 +129,9 @@ def test_a_copied_home_lists_rolls_out_and_evaluates_with_its_own_adapter(settin
     assert listed.code == 0, listed.err
     (row,) = json.loads(listed.out.splitlines()[-1])
     assert (row["model_id"], row["adapter_path"]) == (model_id, str(copy / "models" / "adapters" / model_id))
+    assert json.loads(row["metrics"])["history"]  # --json: the whole record, per-step curves included
+    table = clirun.retro("models", "list")  # the terminal: the summary, not a screen of curves
+    assert table.code == 0 and model_id in table.out and "history" not in table.out
 
     # training again in the copy finds its data set and its adapter: nothing is rebuilt or retrained
     again = clirun.retro("train", "sft", "--json")

@@ -6,6 +6,7 @@ the default suite; each engine is stopped at the end of its test.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -80,7 +81,19 @@ def test_a_run_gets_one_slot_per_episode_stepping_together(settings):
     assert models.actor.engine.spec.slots == 6  # 2 tasks, each a main line and 2 branches after a failure
     assert models.actor.settings.concurrency == 6  # one request in flight per slot
     react = load_models(settings, RolloutRequest(env="hotpotqa", split="eval", mode="react", tasks=3, trials=1))
-    assert react.actor.engine.spec.slots == 3
+    assert react.actor.engine is models.actor.engine  # a smaller batch on the running engine
+    assert react.actor.settings.concurrency == 3
+
+
+def test_an_engine_with_more_slots_serves_a_smaller_batch(settings):
+    from retro.llm.local import model_gguf
+
+    spec = engine_mod.EngineSpec(model_gguf(settings, "embedded", "q8_0"), slots=4, slot_tokens=512)
+    four = engine_mod.engine_for(spec)
+    assert engine_mod.engine_for(dataclasses.replace(spec, slots=2)) is four  # one KV cache, not one per batch
+    six = engine_mod.engine_for(dataclasses.replace(spec, slots=6))
+    assert six is not four and six.spec.slots == 6
+    assert engine_mod.engine_for(dataclasses.replace(spec, slots=5, slot_tokens=1024)) is not six  # other context
 
 
 def test_slots_follow_the_batch_up_to_a_cap_unless_set(settings):

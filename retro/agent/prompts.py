@@ -41,6 +41,7 @@ REFLECTION_PREFIX = "Reflection:"
 
 OUTCOME_WRONG_ANSWER = "The attempt ended with an answer that was judged incorrect."
 OUTCOME_NO_ANSWER = "The attempt ran out of steps before finishing."
+OUTCOME_NO_ACTIONS = "The attempt reached a state where no action was possible, before finishing."
 OUTCOME_ERROR = "The attempt was stopped by an error: {error}."
 
 

@@ -19,6 +19,8 @@ def reflection_input(question: str, trajectory: Trajectory, episode_return: floa
         outcome = prompts.OUTCOME_ERROR.format(error=error)
     elif stop_reason == "finished":
         outcome = prompts.OUTCOME_WRONG_ANSWER
+    elif stop_reason == "no_actions":  # the environment offered nothing: not the same lesson as running out
+        outcome = prompts.OUTCOME_NO_ACTIONS
     else:
         outcome = prompts.OUTCOME_NO_ANSWER
     return prompts.REFLECTION_INSTRUCTION.format(

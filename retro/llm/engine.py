@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -137,11 +137,15 @@ _lock = threading.Lock()
 
 
 def engine_for(spec: EngineSpec) -> Engine:
-    """The process's engine for `spec`, started on first use; one that died is started again."""
+    """The process's engine for `spec`, started on first use; one that died is started again. A running engine
+    of the same model with at least as many slots serves a smaller batch too (a night's 32-slot engine serves
+    its 4-task evaluation), so a process does not hold one KV cache per batch size."""
     with _lock:
-        engine = _engines.get(spec)
-        if engine is None or engine._server is None:  # never started, or stopped
-            engine = _engines[spec] = Engine(spec)
+        for engine in _engines.values():
+            if engine._server is not None and engine.spec.slots >= spec.slots \
+                    and replace(engine.spec, slots=spec.slots) == spec:
+                return engine
+        engine = _engines[spec] = Engine(spec)
         return engine
 
 

