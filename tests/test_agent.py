@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import toyenv
@@ -148,6 +149,33 @@ def test_context_is_cut_by_dropping_oldest_steps():
     assert dropped > 0
     assert llm.count_tokens(prompt) <= 50
     assert "omitted to fit the context" in prompt[1]["content"]
+
+
+def test_a_trial_longer_than_the_retrospective_window_is_reflected_on_from_its_last_steps(settings, lake):
+    from retro.envs import env_class
+    from retro.envs.base import reflection_tokens
+
+    def looks_twice(prompt: str) -> str:  # three steps per trial: Look[], Look[], then the answer
+        action = re.search(r"Action (\d+):$", prompt)
+        return " Look[]\n" if action and int(action.group(1)) < 3 else toyenv.actor_policy(prompt)
+
+    def looking_models():
+        models = toyenv.models()
+        models.actor = ScriptedLLM(looks_twice, name="scripted-actor")
+        return models
+
+    full = run(settings, lake, tasks=1, trials=2, models=looking_models())
+    (whole,) = lake.read("SELECT prompt FROM lake.reflections WHERE run_id = ?", [full.run_id])["prompt"]
+    assert whole.count("Observation") == 3
+    room = reflection_tokens(settings.retrospective.max_new_tokens, [env_class("toy")])
+    models = looking_models()
+    models.retro.context_window = room + len(whole.split()) - 3  # the whole trajectory no longer fits
+    cut = run(settings, lake, tasks=1, trials=2, models=models, tag="small-window")
+    assert cut.success_by_trial == full.success_by_trial  # reflected on, not refused
+    (prompt,) = lake.read("SELECT prompt FROM lake.reflections WHERE run_id = ?", [cut.run_id])["prompt"]
+    assert len(prompt.split()) <= models.retro.context_window - room  # room left for the reflection
+    assert prompts.OMITTED_STEPS.format(n=1) in prompt  # the oldest step went, and it says so
+    assert prompt.endswith(whole[-200:])  # the last steps and the outcome stay: that is where it failed
 
 
 def test_memory_keeps_newest_last():

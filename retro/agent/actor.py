@@ -41,7 +41,7 @@ def actor_prompt(instruction: str, trajectory: Trajectory, tail: str, first_step
     """A chat whose assistant turn is the trajectory so far plus `tail` (e.g. 'Thought 3:'), continued."""
     body = trajectory.render(first_step)
     if first_step:
-        body = f"(the first {first_step} steps are omitted to fit the context)\n" + body
+        body = prompts.OMITTED_STEPS.format(n=first_step) + "\n" + body
     assistant = (body + "\n" if body else "") + tail
     return [{"role": "user", "content": instruction}, {"role": "assistant", "content": assistant}]
 

@@ -38,6 +38,7 @@ Previous attempt:
 {outcome}"""
 
 REFLECTION_PREFIX = "Reflection:"
+OMITTED_STEPS = "(the first {n} steps are omitted to fit the context)"
 
 OUTCOME_WRONG_ANSWER = "The attempt ended with an answer that was judged incorrect."
 OUTCOME_NO_ANSWER = "The attempt ran out of steps before finishing."

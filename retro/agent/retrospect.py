@@ -7,14 +7,15 @@ import re
 
 from retro.agent import prompts
 from retro.agent.actor import Trajectory
-from retro.llm.base import Prompt
+from retro.llm.base import LLM, Prompt
 
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")  # a full stop, maybe closing quotes or brackets
 
 
 def reflection_input(question: str, trajectory: Trajectory, episode_return: float, stop_reason: str,
-                     error: str | None = None) -> str:
-    """The exact text the retrospective model reads (stored in `reflections.prompt`, trained on later)."""
+                     error: str | None = None, first_step: int = 0) -> str:
+    """The exact text the retrospective model reads (stored in `reflections.prompt`, trained on later);
+    `first_step` > 0 leaves out that many of the oldest steps, saying so."""
     if error:
         outcome = prompts.OUTCOME_ERROR.format(error=error)
     elif stop_reason == "finished":
@@ -23,12 +24,29 @@ def reflection_input(question: str, trajectory: Trajectory, episode_return: floa
         outcome = prompts.OUTCOME_NO_ACTIONS
     else:
         outcome = prompts.OUTCOME_NO_ANSWER
+    body = trajectory.render(first_step)
+    if first_step:
+        body = prompts.OMITTED_STEPS.format(n=first_step) + "\n" + body
     return prompts.REFLECTION_INSTRUCTION.format(
         episode_return=episode_return,
         question=question.strip(),
-        trajectory=trajectory.render() or "(no steps)",
+        trajectory=body or "(no steps)",
         outcome=outcome,
     )
+
+
+def fit_reflection_input(llm: LLM, trajectory: Trajectory, episode_return: float, stop_reason: str,
+                         error: str | None, max_new_tokens: int) -> str:
+    """The reflection input that fits the retrospective model's window with room for the reflection, dropping
+    the oldest steps: a WebShop trial of 15 pages can be twice the window, which a server refuses outright
+    (llama.cpp: HTTP 400, exceeds the context), and the last steps are where the trial failed."""
+    budget = llm.context_window - max_new_tokens
+    first = 0
+    text = reflection_input(trajectory.question, trajectory, episode_return, stop_reason, error)
+    while first < len(trajectory.steps) and llm.count_tokens(reflection_prompt(text)) > budget:
+        first += 1
+        text = reflection_input(trajectory.question, trajectory, episode_return, stop_reason, error, first)
+    return text
 
 
 def reflection_prompt(text: str) -> Prompt:

@@ -36,7 +36,7 @@ from retro.agent.constrain import ConstraintIgnoredError, action_grammar, allows
 from retro.agent.guard import ActionGuard
 from retro.agent.parse import clean_line
 from retro.agent.prompts import ACTION_PREFIX, THOUGHT_PREFIX
-from retro.agent.retrospect import clean_reflection, reflection_input, reflection_prompt
+from retro.agent.retrospect import clean_reflection, fit_reflection_input, reflection_prompt
 from retro.envs.base import ActionSpace, Environment, Episode, Task, own_held_out_split
 from retro.eval.metrics import success_by_trial
 from retro.llm.base import LLM, Generation, GenParams
@@ -435,8 +435,8 @@ class Runner:
             return {}
         s = self.spec
         # the task as the actor first saw it: ALFWorld's opening lists the room's places, WebShop's the page
-        inputs = [reflection_input(live.trajectory.question, live.trajectory, live.episode_return, live.stop_reason,
-                                   live.error) for live in failed]
+        inputs = [fit_reflection_input(self.retro, live.trajectory, live.episode_return, live.stop_reason,
+                                       live.error, s.retro_max_new_tokens) for live in failed]
         out: dict[str, list[dict[str, Any]]] = {}
         own = GenParams(max_new_tokens=s.retro_max_new_tokens, temperature=s.retro_temperature, top_p=s.retro_top_p,
                         seed=s.seed)
