@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from retro.agent import prompts
-from retro.agent.actor import Trajectory
+from retro.agent.actor import Trajectory, fit_steps
 from retro.llm.base import LLM, Prompt
 
 SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s|$)")  # a full stop, maybe closing quotes or brackets
@@ -24,29 +24,21 @@ def reflection_input(question: str, trajectory: Trajectory, episode_return: floa
         outcome = prompts.OUTCOME_NO_ACTIONS
     else:
         outcome = prompts.OUTCOME_NO_ANSWER
-    body = trajectory.render(first_step)
-    if first_step:
-        body = prompts.OMITTED_STEPS.format(n=first_step) + "\n" + body
     return prompts.REFLECTION_INSTRUCTION.format(
         episode_return=episode_return,
         question=question.strip(),
-        trajectory=body or "(no steps)",
+        trajectory=trajectory.render(first_step) or "(no steps)",
         outcome=outcome,
     )
 
 
 def fit_reflection_input(llm: LLM, trajectory: Trajectory, episode_return: float, stop_reason: str,
                          error: str | None, max_new_tokens: int) -> str:
-    """The reflection input that fits the retrospective model's window with room for the reflection, dropping
-    the oldest steps: a WebShop trial of 15 pages can be twice the window, which a server refuses outright
-    (llama.cpp: HTTP 400, exceeds the context), and the last steps are where the trial failed."""
-    budget = llm.context_window - max_new_tokens
-    first = 0
-    text = reflection_input(trajectory.question, trajectory, episode_return, stop_reason, error)
-    while first < len(trajectory.steps) and llm.count_tokens(reflection_prompt(text)) > budget:
-        first += 1
-        text = reflection_input(trajectory.question, trajectory, episode_return, stop_reason, error, first)
-    return text
+    """The reflection input that fits the retrospective model's window with room for the reflection: a WebShop
+    trial of 15 pages can be twice the window, which a server refuses outright (llama.cpp: HTTP 400)."""
+    prompt, _ = fit_steps(llm, trajectory, max_new_tokens, lambda first: reflection_prompt(reflection_input(
+        trajectory.question, trajectory, episode_return, stop_reason, error, first)))
+    return prompt[0]["content"]
 
 
 def reflection_prompt(text: str) -> Prompt:

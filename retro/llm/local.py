@@ -92,7 +92,8 @@ def local_backend(model_settings: ModelSettings, settings: Settings, adapter_pat
                              threads=model_settings.threads or 0)
     running = engine.engine_for(spec)
     served = model_settings.model_copy(update={
-        "base_url": running.url, "prefill": ECHOES, "concurrency": slots,  # llama.cpp's server returns the prefilled turn, then more
+        "base_url": running.url, "prefill": ECHOES,  # llama.cpp's server returns the prefilled turn, then more
+        "concurrency": slots,  # one request in flight per slot
         "adapter_server": "llama-server" if loras else "none",
     })
     suffix = f"+{Path(adapter_path).name}" if adapter_path else ""
